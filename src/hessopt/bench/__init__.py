@@ -1,0 +1,1 @@
+"""Runs, the results store, the report and its plots."""

@@ -1,0 +1,1 @@
+"""``torch.optim.Optimizer`` subclasses: thin shells over the functional cores in ``hessopt.curvature``."""
