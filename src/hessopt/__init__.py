@@ -1,3 +1,8 @@
 """hessopt: curvature (second-order) optimizers for PyTorch and an honest benchmark of them."""
 
+from hessopt.curvature.regression import DiagonalGradientRegression, OnlineGradientRegression
+from hessopt.optim import BFGS, OGR, DiagOGR
+
 __version__ = "0.1.0"
+
+__all__ = ["BFGS", "OGR", "DiagOGR", "OnlineGradientRegression", "DiagonalGradientRegression"]

@@ -1,1 +1,12 @@
-"""``torch.optim.Optimizer`` subclasses: thin shells over the functional cores in ``hessopt.curvature``."""
+"""``torch.optim.Optimizer`` subclasses: thin shells over the functional cores in ``hessopt.curvature``.
+
+- :class:`BFGS`: dense inverse-Hessian quasi-Newton (Sherman-Morrison update); three (D, D) matrices.
+- :class:`OGR`: online gradient-regression Hessian, saddle-free Newton step; about five (D, D) matrices.
+- :class:`DiagOGR`: coordinate-wise OGR, saddle-free per coordinate; five D-vectors.
+"""
+
+from .bfgs import BFGS
+from .diag_ogr import DiagOGR
+from .ogr import OGR
+
+__all__ = ["BFGS", "OGR", "DiagOGR"]
