@@ -7,7 +7,8 @@ Two measurements, written to ``results/step_cost/`` (``step_cost.json``, ``step_
    only ``optimizer.step()`` is timed. The optimizers are stepped in interleaved rounds (one step of each per
    round) so that they share the machine's load; the reported number per optimizer is the median over
    rounds, and the headline is the ratio of medians ``DiagOGR / Adam`` (Adam with torch's default
-   implementation choice for the device, and with ``foreach=True``).
+   implementation choice for the device, and with ``foreach=True``). ``DiagOGR(fused)`` is the
+   ``torch.compile``d update; its compilation happens in the warm-up rounds and is not timed.
 2. **Full OGR vs D.** Median step time of full-matrix OGR (and BFGS without line search) for D from 2 to
    ``--max-dim``, against Adam on the same D: the O(D^3) ``eigh`` cost made visible.
 
@@ -68,6 +69,7 @@ def nn_scale(rounds: int) -> dict:
         "SGD(momentum)": lambda ps: torch.optim.SGD(ps, lr=1e-2, momentum=0.9),
         "DiagOGR": lambda ps: DiagOGR(ps, lr=1e-3, cut=1.0),
         "DiagOGR(corr1)": lambda ps: DiagOGR(ps, lr=1e-3, cut=1.0, corr1=True),
+        "DiagOGR(fused)": lambda ps: DiagOGR(ps, lr=1e-3, cut=1.0, fused=True),
     }
     med = _interleaved_medians(makers, rounds=rounds, warmup=5)
     d = sum(p.numel() for p in _mlp().parameters())

@@ -11,6 +11,7 @@ value back to the host. Section numbers (§) refer to hessopt's specification ``
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -62,6 +63,57 @@ def _curvature(
     return lam
 
 
+def dogr_update(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    m: list[torch.Tensor],
+    theta_mean: list[torch.Tensor],
+    g_mean: list[torch.Tensor],
+    s: list[torch.Tensor],
+    stat: list[torch.Tensor],
+    prior_weight: torch.Tensor,
+    finite: torch.Tensor,
+    *,
+    lr: float,
+    beta: float,
+    gamma: float,
+    div: float,
+    cut: float,
+    corr1: bool,
+    ridge: tuple[float | None, float | None],
+) -> torch.Tensor:
+    """One dOGR step over a list of tensors, in place; returns the new prior weight (§3.1, P2 Fig. 4).
+
+    ``stat`` is ``c`` (or ``v`` for ``corr1``). ``finite`` (0-dim bool) gates everything without a host
+    sync: the EMA rates are multiplied by it, a non-finite gradient is replaced by 0 before any
+    arithmetic, and the step's denominator becomes ``inf`` where it is False, so parameters and state
+    stay bit for bit unchanged. Written with multi-tensor kernels; :class:`DiagOGR` (``fused=True``)
+    compiles this same function into fused kernels.
+    """
+    ok = finite.to(params[0].dtype)
+    a = ok * (1.0 - beta)  # EMA rate, 0 when the input is not finite
+    grads = [torch.where(finite, g, 0.0) for g in grads]
+    torch._foreach_lerp_(m, grads, ok * (1.0 - gamma))
+    torch._foreach_lerp_(theta_mean, params, a)
+    torch._foreach_lerp_(g_mean, grads, a)
+    e = torch._foreach_sub(params, theta_mean)  # θ − θ̄ with the NEW mean (§2.1 order)
+    r = torch._foreach_sub(grads, g_mean)
+    torch._foreach_lerp_(s, torch._foreach_mul(e, e), a)
+    torch._foreach_lerp_(stat, torch._foreach_mul(r, r if corr1 else e), a)
+    w = torch.where(finite, prior_weight * beta, prior_weight)
+    q = _curvature(s, stat, w, corr1=corr1, signed=False, ridge=ridge)  # |λ|
+    # lr·m / max(div·|λ|, cut) = (lr/div)·m / max(|λ|, cut/div); the bound is inf when not finite
+    torch._foreach_clamp_min_(q, (cut / div) / ok)
+    torch._foreach_addcdiv_(params, m, q, value=-lr / div)
+    return w
+
+
+@functools.cache
+def _compiled_update() -> Callable[..., torch.Tensor]:
+    """:func:`dogr_update` compiled with ``torch.compile`` (fused kernels per group, dtype and shapes)."""
+    return torch.compile(dogr_update, dynamic=False)
+
+
 class DiagOGR(HessoptOptimizer):
     """Diagonal OGR: per-coordinate EMA gradient regression and saddle-free step (§3.1, P2 Fig. 4).
 
@@ -95,6 +147,10 @@ class DiagOGR(HessoptOptimizer):
         ridge_rel, ridge_abs: the ridge floor's constants (None: ``sqrt(eps)``, ``sqrt(tiny)`` of the
             dtype). The floor biases ``λ`` of a coordinate whose variance is far below its tensor's mean
             towards 0 (a gradient step of ``lr/cut``); ``0, 0`` gives R1's unguarded ratio. Per group.
+        fused: compile the update with ``torch.compile`` into fused kernels (default False). The first
+            step of each group pays the compilation (tens of seconds on a CPU; needs the C++ toolchain
+            that ``torch.compile`` uses), later steps are several times cheaper than the eager
+            multi-tensor path (benchmarks/step_cost.py). Same arithmetic, up to rounding. Per group.
         nonfinite: ``"skip"`` (default) or ``"raise"``; see :mod:`hessopt.optim.base`.
 
     State per parameter: ``m``, ``theta_mean``, ``g_mean``, ``s``, ``c`` (or ``v``), all of the parameter's
@@ -105,8 +161,9 @@ class DiagOGR(HessoptOptimizer):
     every update as a 0-dim tensor (EMA rates multiplied by it, the step divided by it), so a non-finite
     loss or gradient leaves parameters and state bit for bit unchanged.
 
-    Cost per step: about 20 multi-tensor element-wise kernels over the parameters and one norm per tensor
-    (ridge floor), O(D) time and 5·D memory; no ``.item()``.
+    Cost per step: about 20 multi-tensor element-wise kernels over the parameters (one fused kernel per
+    group with ``fused=True``) and one norm per tensor (ridge floor), O(D) time and 5·D memory plus
+    temporaries; no ``.item()``.
     """
 
     def __init__(
@@ -122,6 +179,7 @@ class DiagOGR(HessoptOptimizer):
         corr1: bool = False,
         ridge_rel: float | None = None,
         ridge_abs: float | None = None,
+        fused: bool = False,
         nonfinite: str = "skip",
     ) -> None:
         defaults = self._validated(
@@ -134,6 +192,7 @@ class DiagOGR(HessoptOptimizer):
             corr1=corr1,
             ridge_rel=ridge_rel,
             ridge_abs=ridge_abs,
+            fused=fused,
             nonfinite=nonfinite,
         )
         super().__init__(params, defaults)
@@ -158,6 +217,8 @@ class DiagOGR(HessoptOptimizer):
         for name in ("ridge_rel", "ridge_abs"):
             if hp[name] is not None:
                 out[name] = check_nonnegative(name, hp[name])
+        if not isinstance(hp["fused"], bool):
+            raise TypeError(f"fused must be True or False, got {hp['fused']!r}")
         return out
 
     @torch.no_grad()
@@ -215,41 +276,35 @@ class DiagOGR(HessoptOptimizer):
         self, group: dict[str, Any], hp: dict[str, Any], params: list[torch.Tensor], finite: torch.Tensor
     ) -> None:
         stat = "v" if hp["corr1"] else "c"
-        # a non-finite gradient must not reach the arithmetic: where() picks 0 instead (the rates are 0 then)
-        g_safe = [torch.where(finite, p.grad, 0.0) for p in params]
-        for p, g in zip(params, g_safe, strict=True):
+        for p in params:
             st = self.state[p]
             if "m" not in st:  # a parameter's first observation (also for one that joins later)
                 st["m"] = torch.zeros_like(p)
                 # mean_init "first" (§8.3b); a skipped (non-finite) first gradient leaves ḡ at 0
                 st["theta_mean"] = p.detach().clone()
-                st["g_mean"] = g.clone()
+                st["g_mean"] = torch.where(finite, p.grad, 0.0)
                 st["s"] = torch.zeros_like(p)
                 st[stat] = torch.zeros_like(p)
         head = self.state[group["params"][0]]
         if "prior_weight" not in head:
             head["prior_weight"] = torch.tensor(hp["sigma0"], dtype=params[0].dtype, device=params[0].device)
         states = [self.state[p] for p in params]
-        m = [s["m"] for s in states]
-        tm = [s["theta_mean"] for s in states]
-        gm = [s["g_mean"] for s in states]
-        s_ = [s["s"] for s in states]
-        cv = [s[stat] for s in states]
-        ok = finite.to(params[0].dtype)
-        a = ok * (1.0 - hp["beta"])  # EMA rate, 0 when the input is not finite
-        torch._foreach_lerp_(m, g_safe, ok * (1.0 - hp["gamma"]))
-        torch._foreach_lerp_(tm, params, a)
-        torch._foreach_lerp_(gm, g_safe, a)
-        e = torch._foreach_sub(params, tm)  # θ − θ̄ with the NEW mean (§2.1 order)
-        r = torch._foreach_sub(g_safe, gm)
-        torch._foreach_lerp_(s_, torch._foreach_mul(e, e), a)
-        torch._foreach_lerp_(cv, torch._foreach_mul(r, e if stat == "c" else r), a)
-        w = head["prior_weight"]
-        w_new = torch.where(finite, w * hp["beta"], w)
-        head["prior_weight"] = w_new
-        ridge = (hp["ridge_rel"], hp["ridge_abs"])
-        num = _curvature(s_, cv, w_new, corr1=hp["corr1"], signed=False, ridge=ridge)  # |λ|
-        torch._foreach_mul_(num, hp["div"])
-        torch._foreach_clamp_min_(num, hp["cut"])
-        torch._foreach_div_(num, ok)  # inf when not finite: the step below is then exactly 0
-        torch._foreach_addcdiv_(params, m, num, value=-hp["lr"])
+        update = _compiled_update() if hp["fused"] else dogr_update
+        head["prior_weight"] = update(
+            params,
+            [p.grad for p in params],
+            [st["m"] for st in states],
+            [st["theta_mean"] for st in states],
+            [st["g_mean"] for st in states],
+            [st["s"] for st in states],
+            [st[stat] for st in states],
+            head["prior_weight"],
+            finite,
+            lr=hp["lr"],
+            beta=hp["beta"],
+            gamma=hp["gamma"],
+            div=hp["div"],
+            cut=hp["cut"],
+            corr1=hp["corr1"],
+            ridge=(hp["ridge_rel"], hp["ridge_abs"]),
+        )
