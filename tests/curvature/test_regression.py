@@ -421,7 +421,10 @@ def test_masked_update_keeps_state_and_skips_non_finite_input():
 
 def test_ridge_floor_formula():
     sigma = torch.diag(torch.tensor([4.0, 2.0, 0.0], dtype=F64))
-    assert ridge_floor(sigma, ridge_rel=0.1, ridge_abs=1e-9, prior_weight=1.0).item() == pytest.approx(0.3)
+    # mean variance over the coordinates that moved, (4 + 2) / 2, plus the prior weight 1
+    assert ridge_floor(sigma, ridge_rel=0.1, ridge_abs=1e-9, prior_weight=1.0).item() == pytest.approx(0.4)
+    sigma = torch.diag(torch.tensor([4.0, 2.0, 3.0], dtype=F64))
+    assert ridge_floor(sigma, ridge_rel=0.1, ridge_abs=1e-9, prior_weight=1.0).item() == pytest.approx(0.4)
     assert ridge_floor(torch.zeros(3, dtype=F64), ridge_rel=0.1, ridge_abs=1e-9).item() == 1e-9
     est = OnlineGradientRegression(3, dtype=torch.float32)
     assert est.ridge_rel == pytest.approx(math.sqrt(torch.finfo(torch.float32).eps))

@@ -127,14 +127,17 @@ def default_ridge(dtype: torch.dtype) -> tuple[float, float]:
 
 
 def ridge_floor(sigma: Tensor, *, ridge_rel: float, ridge_abs: float, prior_weight: Scalar = 0.0) -> Tensor:
-    """The non-decaying ridge ``δ = max(δ_rel·(tr(Σ)/D + w), δ_abs)`` of §8.1 as a 0-dim tensor.
+    """The non-decaying ridge ``δ = max(δ_rel·(v̄ + w), δ_abs)`` of §8.1 as a 0-dim tensor.
 
     ``sigma`` is the data part of ``Σ`` (``(D, D)``, or ``(D,)`` for a diagonal); ``w`` is the prior weight
-    already acting on it, so ``tr(Σ)/D + w`` is the mean variance of the whole ``Σ``. Sync-free, O(D).
+    already acting on it. ``v̄`` is the mean variance ``tr(Σ)/D`` of §8.1, taken over the coordinates that
+    have moved (``Σ_ii > 0``): a coordinate that never moves (a frozen parameter, one without gradient)
+    then changes nothing about the estimate of the others. Sync-free, O(D).
     """
     if ridge_rel < 0 or ridge_abs < 0:
         raise ValueError(f"ridge_rel and ridge_abs must be >= 0, got {ridge_rel!r} and {ridge_abs!r}")
-    mean_var = (sigma.diagonal() if sigma.dim() == 2 else sigma).mean().clamp_min(0) + prior_weight
+    var = (sigma.diagonal() if sigma.dim() == 2 else sigma).clamp_min(0)
+    mean_var = var.sum() / torch.count_nonzero(var).clamp_min(1) + prior_weight
     return torch.clamp_min(ridge_rel * mean_var, ridge_abs)
 
 
@@ -404,7 +407,8 @@ class OnlineGradientRegression(_RegressionEstimator):
     Cov(g, θ) (or ``grad_cov`` = Cov(g) for ``corr1=True``), ``prior_weight`` = ``s0·β^t`` and ``count``. The
     notebooks' prior ``Σ0 = s0·I``, ``C0 = s0·H_prior`` is carried by ``prior_weight`` (§2.2: a decaying ridge
     towards ``H_prior``); on top, :meth:`hessian` adds the non-decaying floor
-    ``δ = max(δ_rel·tr(Σ)/D, δ_abs)`` (§8.1) towards the same ``H_prior``.
+    ``δ = max(δ_rel·tr(Σ)/D, δ_abs)`` (§8.1; the mean over coordinates that moved) towards the same
+    ``H_prior``.
 
     Args:
         dim: D, the number of (flattened) parameters.

@@ -26,7 +26,21 @@ from .base import (
     check_unit_interval,
 )
 
-__all__ = ["DiagOGR"]
+__all__ = ["DiagOGR", "dogr_update"]
+
+_HYPERPARAMETERS = (
+    "lr",
+    "beta",
+    "gamma",
+    "div",
+    "cut",
+    "sigma0",
+    "corr1",
+    "ridge_rel",
+    "ridge_abs",
+    "fused",
+    "nonfinite",
+)
 
 
 def _curvature(
@@ -49,8 +63,8 @@ def _curvature(
     rel, abs_ = default_ridge(s[0].dtype)
     rel = rel if ridge[0] is None else ridge[0]
     abs_ = abs_ if ridge[1] is None else ridge[1]
-    sizes = torch.tensor([t.numel() for t in s], dtype=s[0].dtype, device=s[0].device)
-    delta = torch.clamp_min(rel * (torch.stack(torch._foreach_norm(s, 1)) / sizes + w), abs_)
+    moved = torch.stack([torch.count_nonzero(t) for t in s]).clamp_min(1)
+    delta = torch.clamp_min(rel * (torch.stack(torch._foreach_norm(s, 1)) / moved + w), abs_)
     den = torch._foreach_add(s, w)
     torch._foreach_add_(den, list(delta.unbind()))
     if corr1:
@@ -128,8 +142,9 @@ class DiagOGR(HessoptOptimizer):
 
     ``w = sigma0·β^t`` is R1's decaying prior ``s0 = 1, c0 = 0`` (kept as a scalar per group, the same
     model), and ``δ = max(δ_rel·(mean(s) + w), δ_abs)`` the non-decaying ridge floor of §8.1 (mean over
-    each parameter tensor; ``δ_rel = sqrt(eps)``, ``δ_abs = sqrt(tiny)`` of the dtype), so a coordinate that
-    never moves gets ``λ → 0`` (a gradient step of size ``lr/cut``) rather than rounding noise.
+    the coordinates of each parameter tensor that moved; ``δ_rel = sqrt(eps)``, ``δ_abs = sqrt(tiny)``
+    of the dtype), so a coordinate that never moves gets ``λ → 0`` (a gradient step of size
+    ``lr/cut``) rather than rounding noise.
     ``λ_i`` equals ``H_ii`` on separable functions or when the coordinates move uncorrelated; in general it
     absorbs ``Σ_j H_ij cov(θ_j, θ_i)/var(θ_i)``. Its sign is kept, so the step is saddle-free per
     coordinate.
@@ -158,8 +173,9 @@ class DiagOGR(HessoptOptimizer):
     (0-dim). A parameter whose ``.grad`` is None is skipped (its state untouched).
 
     Non-finite input is skipped without a host sync: with ``nonfinite="skip"`` the finiteness flag enters
-    every update as a 0-dim tensor (EMA rates multiplied by it, the step divided by it), so a non-finite
-    loss or gradient leaves parameters and state bit for bit unchanged.
+    every update as a 0-dim tensor (EMA rates multiplied by it, the step's bound made infinite), so a
+    non-finite loss or gradient leaves parameters and state bit for bit unchanged. Only a step that
+    creates a parameter's state reads the flag once, so that state starts from a finite observation.
 
     Cost per step: about 20 multi-tensor element-wise kernels over the parameters (one fused kernel per
     group with ``fused=True``) and one norm per tensor (ridge floor), O(D) time and 5·D memory plus
@@ -200,7 +216,7 @@ class DiagOGR(HessoptOptimizer):
     @staticmethod
     def _validated(**hp: Any) -> dict[str, Any]:
         out = dict(hp)
-        out["lr"] = check_positive("lr", hp["lr"])
+        out["lr"] = check_nonnegative("lr", hp["lr"])
         out["beta"] = check_unit_interval("beta", hp["beta"])
         out["gamma"] = check_unit_interval("gamma", hp["gamma"])
         out["div"] = check_positive("div", hp["div"])
@@ -258,7 +274,7 @@ class DiagOGR(HessoptOptimizer):
                 loss = closure()
         groups = []
         for group in self.param_groups:
-            hp = self._validated(**{k: group[k] for k in self.defaults})  # a scheduler may have changed them
+            hp = self._validated(**{k: group[k] for k in _HYPERPARAMETERS})  # a scheduler may change them
             params = [p for p in group["params"] if p.grad is not None]
             if params:
                 if any(p.grad.is_sparse for p in params):
@@ -268,6 +284,10 @@ class DiagOGR(HessoptOptimizer):
             return loss
         grads = [p.grad for _, _, ps in groups for p in ps]
         finite = self.check_nonfinite(loss, [torch.stack(torch._foreach_norm(grads, float("inf")))])
+        if any("m" not in self.state[p] for _, _, ps in groups for p in ps) and not bool(finite):
+            # The state is created from a parameter's first *finite* observation: this one read of the
+            # flag (a host sync on an accelerator) happens only on steps that create state.
+            return loss
         for group, hp, params in groups:
             self._group_step(group, hp, params, finite)
         return loss
@@ -280,9 +300,8 @@ class DiagOGR(HessoptOptimizer):
             st = self.state[p]
             if "m" not in st:  # a parameter's first observation (also for one that joins later)
                 st["m"] = torch.zeros_like(p)
-                # mean_init "first" (§8.3b); a skipped (non-finite) first gradient leaves ḡ at 0
-                st["theta_mean"] = p.detach().clone()
-                st["g_mean"] = torch.where(finite, p.grad, 0.0)
+                st["theta_mean"] = p.detach().clone()  # mean_init "first" (§8.3b)
+                st["g_mean"] = p.grad.detach().clone()
                 st["s"] = torch.zeros_like(p)
                 st[stat] = torch.zeros_like(p)
         head = self.state[group["params"][0]]

@@ -98,7 +98,9 @@ class OGR(HessoptOptimizer):
         ridge_rel, ridge_abs: the non-decaying ridge floor ``δ = max(δ_rel·tr(Σ)/D, δ_abs)`` towards
             ``h_prior`` (§8.1, a hessopt guard: directions that stop moving stay at the prior instead of
             rounding noise). None = ``sqrt(eps)`` and ``sqrt(tiny)`` of the dtype; it biases estimates by
-            about ``δ_rel·tr(Σ)/(D·l)`` along a direction of variance ``l``. ``0, 0`` reproduces R1/R2.
+            about ``δ_rel·tr(Σ)/(D·l)`` along a direction of variance ``l`` (the mean ``tr(Σ)/D`` is
+            taken over the coordinates that moved, so frozen parameters change nothing). ``0, 0``
+            reproduces R1/R2.
         max_step_norm: clip ``‖Δθ‖`` to this value (R2's ``max_step_norm``); None (default) = no clip.
         line_search: None (default), ``"armijo"`` or ``"strong_wolfe"`` (the searches of
             :mod:`hessopt.curvature.linesearch`, first trial ``α = 1``). The search runs along ``d = −Δ``;
@@ -115,7 +117,8 @@ class OGR(HessoptOptimizer):
 
     State (flat-state slot): the estimator's ``theta_mean``, ``g_mean``, ``sigma``, ``cross`` (or
     ``grad_cov`` with ``corr1``), ``prior_weight``, ``count``; the momentum ``m``; counters ``n_iter``,
-    ``evaluations``, ``line_search_failures``, ``nonfinite_skips``. :meth:`hessian` returns the estimate.
+    ``evaluations`` (finite closure calls), ``line_search_failures``, ``nonfinite_skips``.
+    :meth:`hessian` returns the estimate.
 
     Cost per step: O(D^2) for the statistics plus two ``eigh`` of (D, D) matrices, O(D^3); memory ~5 (D, D)
     matrices. For neural networks use :class:`hessopt.optim.DiagOGR` (O(D)).
@@ -179,7 +182,7 @@ class OGR(HessoptOptimizer):
     @staticmethod
     def _validated(**hp: Any) -> dict[str, Any]:
         out = dict(hp)
-        out["lr"] = check_positive("lr", hp["lr"])
+        out["lr"] = check_nonnegative("lr", hp["lr"])
         out["beta"] = check_unit_interval("beta", hp["beta"])
         out["gamma"] = check_unit_interval("gamma", hp["gamma"])
         out["div"] = check_positive("div", hp["div"])
@@ -306,7 +309,6 @@ class OGR(HessoptOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-            self.add_to_counter("evaluations")
         g, mask = self.flat_grad()
         if hp["line_search"] is not None:
             loss_t = loss if isinstance(loss, torch.Tensor) else torch.as_tensor(loss, dtype=g.dtype)
@@ -316,6 +318,8 @@ class OGR(HessoptOptimizer):
                 return loss
         else:
             finite = self.check_nonfinite(loss, g)
+        if closure is not None:  # a skipped (non-finite) evaluation is counted in nonfinite_skips only
+            self.add_to_counter("evaluations", finite)
         theta = self.flat_params()
         est.update(theta, g, mask=finite)
         self._store(est)
