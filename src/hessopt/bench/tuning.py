@@ -1,0 +1,100 @@
+"""Grid tuning of step sizes on seeds kept apart from the evaluation seeds.
+
+Protocol (DeepOBS practice, peers.md §5.1: log grid, best by final performance; ogr.md §9: "tunes ...
+on seeds separate from the evaluation starts"): every point of a method's grid (the Cartesian product
+of :attr:`Method.tune`) is run on the *tuning* seeds only, scored by the geometric mean of the
+per-seed results (for the test functions: the best ``f - f_min`` within the step budget), and the
+point with the smallest score is chosen; ties go to the first point in grid order (the smallest step
+size). Each value is floored at :data:`FLOOR` = 1e-300 before the logarithm, so that runs that reach
+``f - f_min = 0`` (or a slightly negative value from rounding) keep the logarithm finite; a run that
+never produced a finite value scores ``inf``. :func:`tune` refuses seed sets that intersect the
+evaluation seeds, so the chosen value never saw an evaluation start.
+
+Cost: ``len(grid)`` evaluations of the tuning seeds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from hessopt.bench.methods import Method
+
+__all__ = ["FLOOR", "TuningOutcome", "geometric_mean", "grid_points", "tune"]
+
+FLOOR = 1e-300
+"""Values are floored here before logarithms (geometric means, log plots)."""
+
+
+def geometric_mean(values: Iterable[float], floor: float = FLOOR) -> float:
+    """``exp(mean(log(max(v, floor))))``; NaN values count as ``inf``; empty input gives NaN."""
+    logs = []
+    for v in values:
+        v = float(v)
+        if math.isnan(v) or v == math.inf:
+            return math.inf
+        logs.append(math.log(max(v, floor)))
+    if not logs:
+        return math.nan
+    return math.exp(sum(logs) / len(logs))
+
+
+def grid_points(method: Method) -> list[dict[str, float]]:
+    """Every combination of the method's tuned values, in grid order (last name varying fastest)."""
+    names = list(method.tune)
+    return [
+        dict(zip(names, combo, strict=True)) for combo in itertools.product(*(method.tune[n] for n in names))
+    ]
+
+
+@dataclass(frozen=True)
+class TuningOutcome:
+    """The chosen values, their score, and every trial ``{"params": ..., "objective": ...}``."""
+
+    chosen: dict[str, float]
+    objective: float
+    trials: list[dict[str, Any]]
+
+
+def tune(
+    method: Method,
+    evaluate: Callable[[Sequence[Mapping[str, Any]], Sequence[int]], Sequence[Sequence[float]]],
+    *,
+    tuning_seeds: Sequence[int],
+    evaluation_seeds: Iterable[int],
+) -> TuningOutcome:
+    """Choose ``method``'s tuned hyper-parameters on ``tuning_seeds``.
+
+    ``evaluate(configs, seeds)`` runs the method under each full configuration ``method.config(point)``
+    of the grid on those seeds and returns, per configuration, one result per seed (smaller is better);
+    it receives the whole grid at once so that it may batch it. A method that tunes nothing gets
+    ``chosen = {}`` without any evaluation.
+    """
+    tuning_seeds = [int(s) for s in tuning_seeds]
+    if not tuning_seeds:
+        raise ValueError("tuning_seeds must not be empty")
+    overlap = sorted(set(tuning_seeds) & {int(s) for s in evaluation_seeds})
+    if overlap:
+        raise ValueError(
+            f"tuning seeds overlap the evaluation seeds (e.g. {overlap[:5]}); choose a tuning seed range "
+            "disjoint from the evaluation starts"
+        )
+    if not method.tune:
+        return TuningOutcome({}, math.nan, [])
+    points = grid_points(method)
+    results = list(evaluate([method.config(p) for p in points], tuning_seeds))
+    if len(results) != len(points):
+        raise ValueError(f"evaluate returned {len(results)} result lists for {len(points)} configurations")
+    trials: list[dict[str, Any]] = []
+    best_index, best_score = 0, math.inf
+    for i, (point, values) in enumerate(zip(points, results, strict=True)):
+        if len(values) != len(tuning_seeds):
+            raise ValueError(f"evaluate returned {len(values)} results for {len(tuning_seeds)} seeds")
+        score = geometric_mean(values)
+        trials.append({"params": point, "objective": score})
+        if score < best_score:
+            best_index, best_score = i, score
+    return TuningOutcome(dict(points[best_index]), trials[best_index]["objective"], trials)

@@ -1,0 +1,217 @@
+"""The ``hessopt`` command: run benchmark suites, merge their stores, write the report.
+
+::
+
+    hessopt bench functions [--quick] [--starts N] [--steps N] [--methods a,b] [--functions f,g]
+                            [--store PATH] [--shard i/n] [--workers N] [--noise-std S] [--no-progress]
+    hessopt report [--store PATH] [--out DIR]
+    hessopt merge DST SRC [SRC ...]
+    hessopt list
+
+Exit status: 0 on success, 1 when some runs failed (raised an exception; they are stored as
+``failed`` and retried by the next invocation), 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_STORE = "results/functions.sqlite"
+DEFAULT_OUT = "results"
+
+
+def _csv(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list such as 'adam,bfgs-wolfe'")
+    return items
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _nonnegative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected i/n such as 1/4, got {text!r}") from None
+    if not 1 <= i <= n:
+        raise argparse.ArgumentTypeError(f"shard i/n needs 1 <= i <= n, got {text!r}")
+    return i, n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hessopt", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    bench = sub.add_parser("bench", help="run a benchmark suite into a results store")
+    suites = bench.add_subparsers(dest="suite", required=True, metavar="SUITE")
+    fn = suites.add_parser(
+        "functions",
+        help="test-function protocol (ogr.md §5.4): 9 functions x methods x starts",
+        description="Run the test-function suite. Full protocol: 200 starts x 2000 steps; --quick: "
+        "20 starts x 250 steps. Runs already in the store are skipped, so an interrupted suite resumes.",
+    )
+    fn.add_argument("--quick", action="store_true", help="20 starts x 250 steps, 5 tuning starts")
+    fn.add_argument("--starts", type=_positive_int, help="starts per function and method (seeds 42 + i)")
+    fn.add_argument("--steps", type=_positive_int, help="iterations per run")
+    fn.add_argument("--tune-starts", type=_positive_int, help="tuning starts (seeds 10000 + i)")
+    fn.add_argument(
+        "--noise-std",
+        type=_nonnegative_float,
+        default=0.0,
+        help="Gaussian gradient noise per coordinate (default 0: exact gradients)",
+    )
+    fn.add_argument(
+        "--methods", type=_csv, help="comma-separated method names (default: all; see `hessopt list`)"
+    )
+    fn.add_argument(
+        "--functions", type=_csv, help="comma-separated function names (default: the protocol's nine)"
+    )
+    fn.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite results file (default {DEFAULT_STORE})")
+    fn.add_argument(
+        "--shard", type=_shard, default=(1, 1), help="run only shard i of n (e.g. 2/4); merge later"
+    )
+    fn.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=min(2, os.cpu_count() or 1),
+        help="processes for per-start methods (default: min(2, CPU count))",
+    )
+    fn.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    rep = sub.add_parser("report", help="write report.md and figures from a results store")
+    rep.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite results file (default {DEFAULT_STORE})")
+    rep.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+
+    merge = sub.add_parser("merge", help="merge results stores (e.g. shards) into DST, deduplicating runs")
+    merge.add_argument("dst", help="destination store (created if missing)")
+    merge.add_argument("srcs", nargs="+", metavar="SRC", help="source stores")
+
+    sub.add_parser("list", help="list the registered methods and test functions")
+    return parser
+
+
+def _bench_functions(args: argparse.Namespace, command: str) -> int:
+    from hessopt.bench import functions_suite as fs
+    from hessopt.bench.store import ResultStore
+
+    base = fs.QUICK if args.quick else fs.FULL
+    protocol = fs.Protocol(
+        starts=args.starts or base.starts,
+        steps=args.steps or base.steps,
+        noise_std=args.noise_std,
+        tune_starts=args.tune_starts or base.tune_starts,
+    )
+    t0 = time.perf_counter()
+    with ResultStore(args.store) as store:
+        outcome = fs.run_suite(
+            store,
+            functions=args.functions,
+            methods=args.methods,
+            protocol=protocol,
+            shard=args.shard,
+            workers=args.workers,
+            progress=not args.no_progress,
+            command=command,
+        )
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(outcome.by_status.items())) or "none"
+    print(
+        f"hessopt: {outcome.executed} runs in {time.perf_counter() - t0:.1f} s ({statuses}); "
+        f"{outcome.skipped} of {outcome.planned} already stored; {outcome.tuned} tunings; store {args.store}"
+    )
+    failed = outcome.by_status.get("failed", 0)
+    if failed:
+        print(
+            f"hessopt: {failed} runs failed (see the report); they are retried by the next invocation",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def _report(args: argparse.Namespace, command: str) -> int:
+    from hessopt.bench.report import write_report
+
+    t0 = time.perf_counter()
+    path = write_report(args.store, args.out, command=command)
+    print(f"hessopt: wrote {path} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from hessopt.bench.store import merge
+
+    written = merge(args.dst, *args.srcs)
+    print(f"hessopt: merged {len(args.srcs)} stores into {args.dst}: {written} new runs")
+    return 0
+
+
+def _list() -> int:
+    from hessopt.bench.methods import all_methods
+    from hessopt.problems.functions import FUNCTION_NAMES, get_function, protocol_functions
+
+    print("methods:")
+    for m in all_methods():
+        tuned = f" [tunes {', '.join(m.tune)}]" if m.tune else ""
+        batched = " [batched]" if m.batchable else ""
+        print(f"  {m.name:<14} {m.kind:<9}{tuned}{batched}\n      {m.summary}")
+    protocol = {f.name for f in protocol_functions()}
+    print("functions (* = in the protocol; n-D ones at 10-D):")
+    for name in FUNCTION_NAMES:
+        f = get_function(name)
+        mark = "*" if name in protocol else " "
+        print(f"  {mark} {name:<17} dim {f.dim:<3} box [{f.lower:g}, {f.upper:g}]  f_min {f.f_min:.6g}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hessopt`` console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    command = shlex.join(["hessopt", *argv])
+    try:
+        if args.command == "bench":
+            return _bench_functions(args, command)
+        if args.command == "report":
+            return _report(args, command)
+        if args.command == "merge":
+            return _merge(args)
+        return _list()
+    except ValueError as exc:
+        print(f"hessopt {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "hessopt: interrupted; finished runs are stored, re-run the same command to resume",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

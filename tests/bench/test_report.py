@@ -1,0 +1,119 @@
+"""report.md and its figures from a store with known values."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from hessopt.bench.report import write_report
+from hessopt.bench.store import ResultStore, RunRecord
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+VALUES = {  # (problem, method) -> best f - f_min of three starts at budgets 5 and 20
+    ("sphere-10d", "adam"): ([1.0, 0.5, 2.0], [0.0, 1e-9, 1e-3]),
+    ("sphere-10d", "bfgs-wolfe"): ([1e-3, 1e-2, 1e-1], [1e-20, 1e-18, 1e-16]),
+    ("beale-2d", "adam"): ([3.0, 3.0, 3.0], [0.5, 0.25, 2.0]),
+    ("beale-2d", "bfgs-wolfe"): ([1.0, 1.0, 1.0], [1e-12, 0.7, 1e-10]),
+}
+
+
+def _geo(values):
+    return math.exp(np.mean(np.log(np.maximum(values, 1e-300))))
+
+
+def _fill(path):
+    with ResultStore(path) as st:
+        for (problem, method), (at5, at20) in VALUES.items():
+            for i, (a, b) in enumerate(zip(at5, at20, strict=True)):
+                st.add_run(
+                    RunRecord(
+                        suite="functions",
+                        problem=problem,
+                        method=method,
+                        config={"steps": 20, "noise_std": 0.0, "hyper": {}},
+                        seed=42 + i,
+                        status="diverged" if (problem, method, i) == ("beale-2d", "adam", 2) else "done",
+                        summary={
+                            "best_f": {"5": a, "20": b},
+                            "steps_taken": 20,
+                            "n_evals": 20 + i,
+                            "stop": "budget",
+                            "final_f": b,
+                            "batch": 1,
+                        },
+                        wall_time=0.01,
+                        metrics=[(0, "best_f", 10.0), (5, "best_f", a), (20, "best_f", b)],
+                    )
+                )
+        st.add_run(
+            RunRecord(
+                "functions",
+                "beale-2d",
+                "adam",
+                {"steps": 20, "noise_std": 0.0, "hyper": {}},
+                99,
+                "failed",
+                {"best_f": {"5": 1.0, "20": 1.0}},
+                0.0,
+                error="RuntimeError: boom",
+            )
+        )
+        st.put_tuning(
+            "functions",
+            "sphere-10d",
+            "adam",
+            {"steps": 20, "seeds": [10000, 3], "grid": {"lr": [0.01, 0.1, 1.0]}},
+            {"lr": 0.1},
+            0.25,
+            [{"params": {"lr": 0.1}, "objective": 0.25}],
+        )
+        st.record_invocation(
+            "functions",
+            "hessopt bench functions --steps 20",
+            env={"hostname": "box", "torch": "9.9"},
+            started_at="2026-01-01T00:00:00+00:00",
+        )
+
+
+def test_report_tables_and_figures(tmp_path):
+    store = tmp_path / "r.sqlite"
+    _fill(store)
+    path = write_report(store, tmp_path / "out", command="hessopt report --store r.sqlite")
+    text = path.read_text()
+    lines = text.splitlines()
+    assert "`hessopt report --store r.sqlite`" in text
+    assert "`hessopt bench functions --steps 20`" in text
+    # success fraction at 20 steps, functions in protocol order, methods in registry order
+    i = lines.index("### Budget 20 steps")
+    h = lines.index("| function | bfgs-wolfe | adam |", i)
+    table = lines[h:]
+    assert table[2] == "| sphere-10d | 1.00 (3/3) | 0.67 (2/3) |"
+    assert table[3] == "| beale-2d | 0.67 (2/3) | 0.00 (0/3) |"
+    j = lines.index("| function | bfgs-wolfe | adam |", h + 1)
+    geo_sphere = f"{_geo(VALUES[('sphere-10d', 'bfgs-wolfe')][1]):.2e}"
+    assert lines[j + 2] == f"| sphere-10d | {geo_sphere} | {_geo(VALUES[('sphere-10d', 'adam')][1]):.2e} |"
+    assert f"{_geo([0.0, 1e-9, 1e-3]):.2e}" == "1.00e-104"  # the 1e-300 floor keeps the exact 0 finite
+    k = lines.index("### Budget 5 steps")
+    assert "| beale-2d | 0.00 (0/3) | 0.00 (0/3) |" in lines[k:i]
+    assert "- beale-2d / adam: 1 diverged (counted with their best value)" in lines
+    assert any(line.startswith("- FAILED beale-2d / adam seed 99: RuntimeError: boom") for line in lines)
+    assert "| sphere-10d | adam | 20 | 3 | lr = 0.1 | 2.50e-01 |" in text
+    assert "| 2026-01-01T00:00:00+00:00 | box | 9.9 |" in text
+    for name in (
+        "functions_20steps_best_at5.png",
+        "functions_20steps_best_at20.png",
+        "functions_20steps_curves.png",
+    ):
+        data = (tmp_path / "out" / name).read_bytes()
+        assert data.startswith(PNG_MAGIC) and len(data) > 5000
+        assert f"]({name})" in text
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(ValueError, match="no results store"):
+        write_report(tmp_path / "missing.sqlite", tmp_path / "out")
+    ResultStore(tmp_path / "empty.sqlite").close()
+    text = write_report(tmp_path / "empty.sqlite", tmp_path / "out").read_text()
+    assert "No test-function runs in this store" in text
