@@ -15,9 +15,11 @@ Kinds:
 * ``"scipy"``: not a torch optimizer; the suite drives ``scipy.optimize.minimize`` itself (see
   :mod:`hessopt.bench.functions_suite`), so ``factory`` is None.
 
-Built-in entries (defaults and their sources in each ``summary``): ``bfgs-wolfe``, ``bfgs-armijo``,
+Built-in entries (defaults and their sources in each ``summary``): ``ogr``, ``ogr-r2``, ``ogr-wolfe``
+(hessopt OGR with its defaults, with the 2025 benchmark's settings, with line search), ``diag-ogr``
+(hessopt DiagOGR), ``bfgs-wolfe``, ``bfgs-armijo``,
 ``bfgs-fixed`` (hessopt BFGS), ``scipy-bfgs``, ``lbfgs`` (torch.optim.LBFGS), ``adam``, ``momentum``.
-Later methods (OGR, DiagOGR, OGR + line search) join with one :func:`register` call each.
+A new optimizer joins with one :func:`register` call.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 
 import torch
 
-from hessopt.optim import BFGS
+from hessopt.optim import BFGS, OGR, DiagOGR
 
 __all__ = ["KINDS", "Method", "register", "get_method", "method_names", "all_methods", "log_grid"]
 
@@ -203,6 +205,75 @@ register(
         "scipy.optimize.minimize(method='BFGS') with the exact gradient as jac: H0 = I, Wolfe line search "
         "(c1 1e-4, c2 0.9); maxiter = steps, gtol = the suite's gradient tolerance in the 2-norm. "
         "Runs UNCLAMPED (scipy's BFGS has no box)",
+    )
+)
+
+
+def _ogr(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    return OGR(params, **cfg)
+
+
+def _diag_ogr(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    return DiagOGR(params, **cfg)
+
+
+register(
+    Method(
+        "ogr",
+        "gradient",
+        "hessopt OGR with its defaults (beta 0.5, gamma 0.4, div 1.5, cut 10, prior s0 1 towards H = 0, "
+        "means from the first observation: Duda's fOGR settings, ogr.md §9), no line search; the step size "
+        "lr (eta) tuned per function on a half-decade grid 0.1..3.16",
+        hyper={},
+        tune={"lr": log_grid(-1, 0.5)},
+        factory=_ogr,
+    )
+)
+register(
+    Method(
+        "ogr-r2",
+        "gradient",
+        "hessopt OGR configured as the 2025 OGR-vs-BFGS benchmark code (ReadHegel/pytorch-ogr, ogr.md §5.3, "
+        "§9): means from 0, beta 0.8 (D: 0.2), raw gradient (gamma 0), lr 0.5, div 1, prior "
+        "Sigma0 = C0 = I (sigma0 1, h_prior 1), no eigenvalue floor (cut 1e-12), ridge only 1e-12 (R2's "
+        "jitter), step norm clipped; R2 set the clip per function (1, 1.5 or 2.5), here it is tuned on the "
+        "tuning starts from that set",
+        hyper={
+            "mean_init": "zero",
+            "beta": 0.8,
+            "gamma": 0.0,
+            "lr": 0.5,
+            "div": 1.0,
+            "sigma0": 1.0,
+            "h_prior": 1.0,
+            "cut": 1e-12,
+            "ridge_rel": 0.0,
+            "ridge_abs": 1e-12,
+        },
+        tune={"max_step_norm": (1.0, 1.5, 2.5)},
+        factory=_ogr,
+    )
+)
+register(
+    Method(
+        "ogr-wolfe",
+        "closure",
+        "hessopt OGR with its defaults plus a strong-Wolfe line search along the saddle-free step "
+        "(first trial alpha = 1; the raw-gradient saddle-free step where the momentum step ascends); "
+        "nothing tuned",
+        hyper={"line_search": "strong_wolfe"},
+        factory=_ogr,
+    )
+)
+register(
+    Method(
+        "diag-ogr",
+        "gradient",
+        "hessopt DiagOGR (coordinate-wise OGR) with its defaults (beta 0.4, gamma 0.3, div 1.4, cut 5: "
+        "Duda's dOGR tuning, ogr.md §3.4); lr tuned per function on a half-decade grid 0.1..3.16",
+        hyper={},
+        tune={"lr": log_grid(-1, 0.5)},
+        factory=_diag_ogr,
     )
 )
 

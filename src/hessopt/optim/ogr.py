@@ -217,8 +217,12 @@ class OGR(HessoptOptimizer):
         return out
 
     def _hyperparameters(self) -> dict[str, Any]:
-        hp = {name: self.uniform_hyperparameter(name) for name in _HYPERPARAMETERS}
-        return self._validated(**hp)
+        """The validated hyper-parameters, equal across groups (re-validated only when a value changed)."""
+        key = tuple(tuple(group[name] for name in _HYPERPARAMETERS) for group in self.param_groups)
+        if getattr(self, "_hp_key", None) != key:
+            hp = {name: self.uniform_hyperparameter(name) for name in _HYPERPARAMETERS}
+            self._hp, self._hp_key = self._validated(**hp), key
+        return self._hp
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group before the first step (the statistics have a fixed size once allocated)."""
