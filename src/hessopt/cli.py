@@ -25,6 +25,9 @@ __all__ = ["main", "build_parser"]
 
 DEFAULT_STORE = "results/functions.sqlite"
 DEFAULT_OUT = "results"
+DEFAULT_STUDIES = "results/ogr_studies"
+DEFAULT_STEP_COST = "results/step_cost"
+STUDIES = ("lattice", "hessian-tracking", "trajectories")
 
 
 def _csv(text: str) -> list[str]:
@@ -104,9 +107,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     fn.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    studies = suites.add_parser(
+        "ogr-studies",
+        help="OGR studies: Duda's noisy lattice protocol, Hessian tracking, 2-D trajectories",
+        description="Run the OGR studies, each writing a Markdown fragment, JSON and PNGs into --out; "
+        "`hessopt report` includes them.",
+    )
+    studies.add_argument("--quick", action="store_true", help="fewer noise seeds and steps")
+    studies.add_argument(
+        "--only", type=_csv, help=f"comma-separated subset of {', '.join(STUDIES)} (default: all)"
+    )
+    studies.add_argument(
+        "--out", default=DEFAULT_STUDIES, help=f"output directory (default {DEFAULT_STUDIES})"
+    )
+    studies.add_argument(
+        "--workers", type=_positive_int, default=1, help="processes for the lattice study (default 1)"
+    )
+
     rep = sub.add_parser("report", help="write report.md and figures from a results store")
     rep.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite results file (default {DEFAULT_STORE})")
     rep.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    rep.add_argument(
+        "--studies",
+        type=_csv,
+        default=[DEFAULT_STUDIES, DEFAULT_STEP_COST],
+        help="comma-separated folders whose study fragments (*.md) are appended when present "
+        f"(default {DEFAULT_STUDIES},{DEFAULT_STEP_COST})",
+    )
 
     merge = sub.add_parser("merge", help="merge results stores (e.g. shards) into DST, deduplicating runs")
     merge.add_argument("dst", help="destination store (created if missing)")
@@ -154,11 +181,33 @@ def _bench_functions(args: argparse.Namespace, command: str) -> int:
     return 0
 
 
+def _bench_studies(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from hessopt.bench import hessian_tracking, lattice, trajectories
+
+    chosen = args.only or list(STUDIES)
+    unknown = sorted(set(chosen) - set(STUDIES))
+    if unknown:
+        raise ValueError(f"unknown studies {unknown}; choose from {', '.join(STUDIES)}")
+    out = Path(args.out)
+    for name in chosen:
+        t0 = time.perf_counter()
+        if name == "lattice":
+            lattice.run(out, quick=args.quick, workers=args.workers)
+        elif name == "hessian-tracking":
+            hessian_tracking.run(out, quick=args.quick)
+        else:
+            trajectories.run(out, quick=args.quick)
+        print(f"hessopt: study {name} written to {out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def _report(args: argparse.Namespace, command: str) -> int:
     from hessopt.bench.report import write_report
 
     t0 = time.perf_counter()
-    path = write_report(args.store, args.out, command=command)
+    path = write_report(args.store, args.out, command=command, studies=args.studies)
     print(f"hessopt: wrote {path} in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -196,6 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = shlex.join(["hessopt", *argv])
     try:
         if args.command == "bench":
+            if args.suite == "ogr-studies":
+                return _bench_studies(args)
             return _bench_functions(args, command)
         if args.command == "report":
             return _report(args, command)

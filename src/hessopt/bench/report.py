@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
+import re
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
@@ -316,10 +318,33 @@ def _tuning_section(store: ResultStore, lines: list[str]) -> None:
     lines += _table(["function", "method", "steps", "tuning starts", "chosen", "objective", "grid"], rows)
 
 
-def write_report(store_path: str | Path, out_dir: str | Path, *, command: str | None = None) -> Path:
+def _studies_section(out: Path, lines: list[str], studies: Sequence[str | Path]) -> None:
+    """Append the Markdown fragments (``*.md``) found in each study folder, with image links rewritten
+    relative to the report. Folders that do not exist are skipped (the study was not run)."""
+    for folder in (Path(s) for s in studies):
+        if not folder.is_dir():
+            continue
+        rel = Path(os.path.relpath(folder.resolve(), out.resolve()))
+        for fragment in sorted(folder.glob("*.md")):
+            text = fragment.read_text(encoding="utf-8")
+            link = (rel / "\\1").as_posix()
+            text = re.sub(r"\]\(([^)/:]+\.png)\)", f"]({link})", text)
+            text = re.sub(r"^# ", "## ", text, flags=re.MULTILINE)
+            lines += [text.rstrip(), "", f"(from `{fragment.as_posix()}`)", ""]
+
+
+def write_report(
+    store_path: str | Path,
+    out_dir: str | Path,
+    *,
+    command: str | None = None,
+    studies: Sequence[str | Path] = (),
+) -> Path:
     """Write ``out_dir/report.md`` and its PNG figures from the store at ``store_path``.
 
     Returns the path of ``report.md``. ``command`` is the provenance line (the CLI passes its argv).
+    ``studies``: folders of study fragments (``hessopt bench ogr-studies``, ``benchmarks/step_cost.py``)
+    appended after the test-function tables when present.
     """
     store_path = Path(store_path)
     if not store_path.is_file():
@@ -346,6 +371,7 @@ def write_report(store_path: str | Path, out_dir: str | Path, *, command: str | 
             lines.append("")
         _functions_section(store, out, lines)
         _tuning_section(store, lines)
+        _studies_section(out, lines, studies)
         lines += ["## Environment", ""]
         lines += _environment_lines(invocations)
     path = out / "report.md"
