@@ -33,6 +33,9 @@ __all__ = [
     "NONFINITE_POLICIES",
     "HessoptOptimizer",
     "check_choice",
+    "check_cut",
+    "check_one_dtype_and_device",
+    "check_wolfe_constants",
     "check_dense_memory",
     "check_in_range",
     "check_nonnegative",
@@ -105,6 +108,38 @@ def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
     return value
+
+
+def check_cut(value: Any) -> float:
+    """OGR's ``cut`` (floor of ``div·|λ|``, so every rate is at most ``lr/cut``): a float > 0."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and value == 0:
+        raise ValueError(
+            "cut must be a positive finite number (the floor of div*|lambda|), got 0; cut = 0 would allow "
+            "unbounded steps: emulate it with a tiny cut such as 1e-12"
+        )
+    return check_positive("cut", value)
+
+
+def check_wolfe_constants(c1: Any, c2: Any) -> tuple[float, float]:
+    """Line-search constants ``0 < c1 < c2 < 1`` (NW section 3.1)."""
+    c1 = check_in_range("c1", c1, 0.0, 1.0)
+    c2 = check_in_range("c2", c2, 0.0, 1.0)
+    if not c1 < c2:
+        raise ValueError(f"c1 must be smaller than c2 (Wolfe conditions), got c1={c1}, c2={c2}")
+    return c1, c2
+
+
+def check_one_dtype_and_device(params: Sequence[torch.Tensor], who: str) -> None:
+    """Dense methods keep one matrix over all parameters: real floating point, one dtype, one device."""
+    p0 = params[0]
+    for i, p in enumerate(params):
+        if not p.dtype.is_floating_point or p.is_complex():
+            raise TypeError(f"{who} needs real floating-point parameters; parameter {i} has dtype {p.dtype}")
+        if p.dtype != p0.dtype or p.device != p0.device:
+            raise ValueError(
+                f"{who} keeps one matrix over all parameters, so they must share one dtype and device; "
+                f"parameter 0 is ({p0.dtype}, {p0.device}) and parameter {i} is ({p.dtype}, {p.device})"
+            )
 
 
 class HessoptOptimizer(torch.optim.Optimizer):

@@ -23,8 +23,10 @@ from .base import (
     check_dense_memory,
     check_in_range,
     check_nonnegative,
+    check_one_dtype_and_device,
     check_positive,
     check_positive_int,
+    check_wolfe_constants,
 )
 
 __all__ = ["BFGS", "LINE_SEARCHES", "INITIAL_SCALINGS"]
@@ -187,12 +189,7 @@ class BFGS(HessoptOptimizer):
         check_choice("curvature_failure", hp["curvature_failure"], CURVATURE_FAILURE_MODES)
         if hp["curvature_eps"] is not None:
             out["curvature_eps"] = check_nonnegative("curvature_eps", hp["curvature_eps"])
-        out["c1"] = check_in_range("c1", hp["c1"], 0.0, 1.0)
-        out["c2"] = check_in_range("c2", hp["c2"], 0.0, 1.0)
-        if not out["c1"] < out["c2"]:
-            raise ValueError(
-                f"c1 must be smaller than c2 (Wolfe conditions), got c1={hp['c1']}, c2={hp['c2']}"
-            )
+        out["c1"], out["c2"] = check_wolfe_constants(hp["c1"], hp["c2"])
         out["max_line_search_evals"] = check_positive_int(
             "max_line_search_evals", hp["max_line_search_evals"]
         )
@@ -208,17 +205,7 @@ class BFGS(HessoptOptimizer):
 
     def _check_parameters(self) -> None:
         params = self.parameters_in_order()
-        p0 = params[0]
-        for i, p in enumerate(params):
-            if not p.dtype.is_floating_point or p.is_complex():
-                raise TypeError(
-                    f"BFGS needs real floating-point parameters; parameter {i} has dtype {p.dtype}"
-                )
-            if p.dtype != p0.dtype or p.device != p0.device:
-                raise ValueError(
-                    "BFGS keeps one matrix over all parameters, so they must share one dtype and device; "
-                    f"parameter 0 is ({p0.dtype}, {p0.device}) and parameter {i} is ({p.dtype}, {p.device})"
-                )
+        check_one_dtype_and_device(params, "BFGS")
         check_dense_memory(
             params,
             matrices=_MATRICES_AT_PEAK,

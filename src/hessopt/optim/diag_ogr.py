@@ -21,6 +21,7 @@ from hessopt.curvature.regression import default_ridge
 
 from .base import (
     HessoptOptimizer,
+    check_cut,
     check_nonnegative,
     check_positive,
     check_unit_interval,
@@ -220,13 +221,7 @@ class DiagOGR(HessoptOptimizer):
         out["beta"] = check_unit_interval("beta", hp["beta"])
         out["gamma"] = check_unit_interval("gamma", hp["gamma"])
         out["div"] = check_positive("div", hp["div"])
-        if isinstance(hp["cut"], (int, float)) and not isinstance(hp["cut"], bool) and hp["cut"] == 0:
-            raise ValueError(
-                "cut must be a positive finite number (the floor of div*|lambda|), got 0; "
-                "cut = 0 would allow "
-                "unbounded steps: emulate it with a tiny cut such as 1e-12"
-            )
-        out["cut"] = check_positive("cut", hp["cut"])
+        out["cut"] = check_cut(hp["cut"])
         out["sigma0"] = check_nonnegative("sigma0", hp["sigma0"])
         if not isinstance(hp["corr1"], bool):
             raise TypeError(f"corr1 must be True or False, got {hp['corr1']!r}")

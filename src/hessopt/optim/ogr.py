@@ -22,12 +22,14 @@ from hessopt.curvature.regression import OnlineGradientRegression, saddle_free_r
 from .base import (
     HessoptOptimizer,
     check_choice,
+    check_cut,
     check_dense_memory,
-    check_in_range,
     check_nonnegative,
+    check_one_dtype_and_device,
     check_positive,
     check_positive_int,
     check_unit_interval,
+    check_wolfe_constants,
 )
 
 __all__ = ["OGR"]
@@ -169,6 +171,7 @@ class OGR(HessoptOptimizer):
         )
         super().__init__(params, defaults)
         self._hyperparameters()
+        check_one_dtype_and_device(self.parameters_in_order(), "OGR")
         check_dense_memory(
             self.parameters_in_order(),
             matrices=_MATRICES_AT_PEAK,
@@ -186,12 +189,7 @@ class OGR(HessoptOptimizer):
         out["beta"] = check_unit_interval("beta", hp["beta"])
         out["gamma"] = check_unit_interval("gamma", hp["gamma"])
         out["div"] = check_positive("div", hp["div"])
-        if not isinstance(hp["cut"], (int, float)) or isinstance(hp["cut"], bool) or not hp["cut"] > 0:
-            raise ValueError(
-                f"cut must be a positive finite number (the floor of div*|lambda|), got {hp['cut']!r}; "
-                "cut = 0 would allow unbounded steps: emulate it with a tiny cut such as 1e-12"
-            )
-        out["cut"] = check_positive("cut", hp["cut"])
+        out["cut"] = check_cut(hp["cut"])
         out["sigma0"] = check_nonnegative("sigma0", hp["sigma0"])
         if isinstance(hp["h_prior"], bool) or not isinstance(hp["h_prior"], (int, float)):
             raise TypeError(f"h_prior must be a real number (the prior Hessian h*I), got {hp['h_prior']!r}")
@@ -205,12 +203,7 @@ class OGR(HessoptOptimizer):
         if hp["max_step_norm"] is not None:
             out["max_step_norm"] = check_positive("max_step_norm", hp["max_step_norm"])
         check_choice("line_search", hp["line_search"], LINE_SEARCHES)
-        out["c1"] = check_in_range("c1", hp["c1"], 0.0, 1.0)
-        out["c2"] = check_in_range("c2", hp["c2"], 0.0, 1.0)
-        if not out["c1"] < out["c2"]:
-            raise ValueError(
-                f"c1 must be smaller than c2 (Wolfe conditions), got c1={hp['c1']}, c2={hp['c2']}"
-            )
+        out["c1"], out["c2"] = check_wolfe_constants(hp["c1"], hp["c2"])
         out["max_line_search_evals"] = check_positive_int(
             "max_line_search_evals", hp["max_line_search_evals"]
         )
@@ -243,15 +236,6 @@ class OGR(HessoptOptimizer):
         st = self.flat_state()
         if self._estimator is None:
             p0 = params[0]
-            if not p0.dtype.is_floating_point:
-                raise TypeError(f"OGR needs floating-point parameters, got {p0.dtype}")
-            for i, p in enumerate(params):
-                if p.dtype != p0.dtype or p.device != p0.device:
-                    raise ValueError(
-                        "OGR keeps one matrix over all parameters, so they must share one dtype and device; "
-                        f"parameter 0 is ({p0.dtype}, {p0.device}) and parameter {i} is "
-                        f"({p.dtype}, {p.device})"
-                    )
             est = OnlineGradientRegression(
                 flat.numel(params),
                 beta=hp["beta"],
