@@ -4,9 +4,12 @@
 
     hessopt bench functions [--quick] [--starts N] [--steps N] [--methods a,b] [--functions f,g]
                             [--store PATH] [--shard i/n] [--workers N] [--noise-std S] [--no-progress]
+    hessopt bench nn [--suite quick|full] [--problems p,q] [--methods a,b] [--seeds N|s,t]
+                     [--tune-seeds N|s,t] [--epochs E] [--steps N] [--store PATH] [--shard i/n]
+                     [--workers N] [--no-progress]
     hessopt report [--store PATH] [--out DIR]
     hessopt merge DST SRC [SRC ...]
-    hessopt list
+    hessopt list                      (methods, test functions, neural-network methods and problems)
 
 Exit status: 0 on success, 1 when some runs failed (raised an exception; they are stored as
 ``failed`` and retried by the next invocation), 2 for bad arguments.
@@ -25,6 +28,7 @@ __all__ = ["main", "build_parser"]
 
 DEFAULT_STORE = "results/functions.sqlite"
 DEFAULT_OUT = "results"
+DEFAULT_NN_STORE = "results/nn.sqlite"
 DEFAULT_STUDIES = "results/ogr_studies"
 DEFAULT_STEP_COST = "results/step_cost"
 STUDIES = ("lattice", "hessian-tracking", "trajectories")
@@ -54,6 +58,29 @@ def _nonnegative_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _seeds(text: str) -> tuple[int, ...]:
+    """``N`` (seeds 0..N-1; for tuning seeds 10000..10000+N-1, see _bench_nn) or a list ``s,t,...``."""
+    try:
+        values = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a count N or a list such as 0,1,2, got {text!r}"
+        ) from None
+    if (len(values) == 1 and values[0] < 1) or any(v < 0 for v in values) or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(f"expected a count N >= 1 or distinct seeds >= 0, got {text!r}")
+    return values
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
     return value
 
 
@@ -124,6 +151,45 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers", type=_positive_int, default=1, help="processes for the lattice study (default 1)"
     )
 
+    nn = suites.add_parser(
+        "nn",
+        help="neural-network suite: problems x optimizers x seeds, tuned on separate seeds",
+        description="Run a neural-network suite (hessopt.bench.nn_suite): quick = embedded data "
+        "(quadratic_deep, digits, MNIST-1D, MNIST-5k), full = Fashion-MNIST. Each (problem, method) is "
+        "tuned on a log grid of learning rates on the tuning seeds, then run on the evaluation seeds. "
+        "Runs already in the store are skipped, so an interrupted suite resumes.",
+    )
+    nn.add_argument(
+        "--suite",
+        dest="nn_suite",
+        choices=("quick", "full"),
+        default="quick",
+        help="which suite (default quick)",
+    )
+    nn.add_argument("--problems", type=_csv, help="comma-separated subset of the suite's problems")
+    nn.add_argument("--methods", type=_csv, help="comma-separated subset of the suite's methods")
+    nn.add_argument(
+        "--seeds", type=_seeds, help="evaluation seeds: a count N (seeds 0..N-1) or a list (default: suite's)"
+    )
+    nn.add_argument(
+        "--tune-seeds",
+        type=_seeds,
+        help="tuning seeds: a count N (seeds 10000..10000+N-1) or a list (default: suite's)",
+    )
+    nn.add_argument("--epochs", type=_positive_float, help="override every problem's budget: epochs")
+    nn.add_argument("--steps", type=_positive_int, help="override every problem's budget: steps")
+    nn.add_argument(
+        "--store", default=DEFAULT_NN_STORE, help=f"SQLite results file (default {DEFAULT_NN_STORE})"
+    )
+    nn.add_argument("--shard", type=_shard, default=(1, 1), help="run only shard i of n (e.g. 2/4)")
+    nn.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=min(2, os.cpu_count() or 1),
+        help="worker processes, one torch thread each (default: min(2, CPU count))",
+    )
+    nn.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     rep = sub.add_parser("report", help="write report.md and figures from a results store")
     rep.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite results file (default {DEFAULT_STORE})")
     rep.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
@@ -177,6 +243,51 @@ def _bench_functions(args: argparse.Namespace, command: str) -> int:
             f"hessopt: {failed} runs failed (see the report); they are retried by the next invocation",
             file=sys.stderr,
         )
+        return 1
+    return 0
+
+
+def _bench_nn(args: argparse.Namespace, command: str) -> int:
+    import dataclasses
+
+    from hessopt.bench import nn_suite
+    from hessopt.bench.store import ResultStore
+    from hessopt.problems.registry import Budget
+
+    suite = nn_suite.get_suite(args.nn_suite)
+    changes: dict = {}
+    if args.problems:
+        changes["problems"] = tuple(args.problems)
+    if args.methods:
+        changes["methods"] = tuple(args.methods)
+    if args.seeds:
+        changes["evaluation_seeds"] = tuple(range(args.seeds[0])) if len(args.seeds) == 1 else args.seeds
+    if args.tune_seeds:
+        t = args.tune_seeds
+        changes["tuning_seeds"] = tuple(range(10_000, 10_000 + t[0])) if len(t) == 1 else t
+    if args.epochs or args.steps:
+        changes["budget"] = Budget(epochs=args.epochs, steps=args.steps)
+    suite = dataclasses.replace(suite, **changes)
+    t0 = time.perf_counter()
+    with ResultStore(args.store) as store:
+        outcome = nn_suite.run_suite(
+            store,
+            suite,
+            shard=args.shard,
+            workers=args.workers,
+            progress=not args.no_progress,
+            command=command,
+        )
+    for note in outcome.notes:
+        print(f"hessopt: {note}", file=sys.stderr)
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(outcome.by_status.items())) or "none"
+    print(
+        f"hessopt: {suite.name}: {outcome.executed} runs in {time.perf_counter() - t0:.1f} s ({statuses}); "
+        f"{outcome.skipped} of {outcome.planned} already stored; {outcome.tuned} tunings; store {args.store}"
+    )
+    failed = outcome.by_status.get("failed", 0)
+    if failed:
+        print(f"hessopt: {failed} runs failed; they are retried by the next invocation", file=sys.stderr)
         return 1
     return 0
 
@@ -235,6 +346,18 @@ def _list() -> int:
         f = get_function(name)
         mark = "*" if name in protocol else " "
         print(f"  {mark} {name:<17} dim {f.dim:<3} box [{f.lower:g}, {f.upper:g}]  f_min {f.f_min:.6g}")
+    from hessopt.bench.nn_methods import all_nn_methods
+    from hessopt.problems.registry import all_problems
+
+    print("neural-network methods (hessopt bench nn):")
+    for m in all_nn_methods():
+        tuned = f" [tunes {', '.join(m.tune)}]" if m.tune else ""
+        missing = " [not installed]" if m.missing_requirement() else ""
+        print(f"  {m.name:<14} {m.kind:<9}{tuned}{missing}\n      {m.summary}")
+    print("neural-network problems:")
+    for p in all_problems():
+        target = f"{p.target.metric} {'>=' if p.target.maximize else '<='} {p.target.value:g}"
+        print(f"  {p.name:<19} batch {p.batch_size:<4} target {target}\n      {p.summary}")
     return 0
 
 
@@ -247,6 +370,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             if args.suite == "ogr-studies":
                 return _bench_studies(args)
+            if args.suite == "nn":
+                return _bench_nn(args, command)
             return _bench_functions(args, command)
         if args.command == "report":
             return _report(args, command)

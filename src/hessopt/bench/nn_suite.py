@@ -1,0 +1,829 @@
+"""The neural-network suites: runner, DeepOBS-style tuning, the quick and the full suite, stored in SQLite.
+
+Protocol
+--------
+A *run* is one (problem, optimizer configuration, seed): :func:`run_one` trains the problem's model
+(:mod:`hessopt.problems.registry`) from the seed's initialisation with the method
+(:mod:`hessopt.bench.nn_methods`) for the problem's budget, on the CPU in float32, with
+``torch.get_num_threads()`` threads (one per worker process when ``workers > 1``).
+
+* **Data order**: every epoch is a permutation of the training set drawn from
+  ``torch.Generator().manual_seed(DATA_SEED_OFFSET + seed)``; the last incomplete batch is dropped. The
+  model is initialised from ``seed``; the global torch RNG (Hutchinson probes of AdaHessian/SophiaH) is
+  seeded with ``seed`` inside ``torch.random.fork_rng``, so a run is deterministic and leaves the
+  caller's RNG alone.
+* **Evaluation**: at ``E + 1`` points, steps ``round(i * total / E)`` for i = 0..E (E = the problem's
+  ``evaluations``), the training loss on the first ``train_eval_size`` training samples and the test loss
+  (and accuracy for classifiers) on the whole test split, in ``torch.no_grad`` mode.
+* **Wall-clock time EXCLUDES evaluation** (and batch slicing): it is the sum over steps of the time from
+  the forward pass to the end of ``opt.step`` (``time.perf_counter``), so time-to-target measures the
+  optimizer and its gradient/curvature evaluations only. Evaluation time is stored separately.
+* **Budget**: ``Budget.total_steps``; with ``Budget.seconds`` the run also stops (and is evaluated) at
+  the first step whose cumulative training time passes the cap.
+* **Divergence**: a non-finite mini-batch loss (checked after every step) or a non-finite evaluation
+  loss ends the run as ``"diverged"``; everything measured before is kept. An exception ends it as
+  ``"failed"`` (a later invocation retries it).
+* **Time to target**: the first evaluation point whose target metric meets the problem's
+  :class:`~hessopt.problems.registry.Target`; its training time, step and epoch.
+
+Tuning (DeepOBS practice, peers.md §5.1)
+----------------------------------------
+Per (problem, method), every point of the method's grid (``NNMethod.tune`` in the full suite,
+``NNMethod.quick_tune`` in the quick one) runs on the *tuning seeds*; the objective of a run is the
+smaller-is-better form of the target metric at the end of the run (``1 - test accuracy``, or the test
+loss; ``inf`` if diverged), and :func:`hessopt.bench.tuning.tune` picks the point with the smallest
+geometric mean over the tuning seeds (ties: smaller lr). The chosen setting then runs on the
+*evaluation seeds*, which are disjoint from the tuning seeds (checked by :class:`NNSuite` and again by
+``tune``). As in DeepOBS, the selection uses the test split; the evaluation runs differ from the tuning
+runs in initialisation and data order only.
+
+Shards, workers, resume
+-----------------------
+The unit of sharding is the (problem, method) *pair*: ``--shard i/n`` takes the pairs whose position in
+the canonical order (problems, then methods, in the suite's order) is i-1 modulo n, with all their
+tuning and evaluation runs, so shards never repeat each other's tuning and their stores merge
+(:func:`hessopt.bench.store.merge`) into the whole suite. Every run (tuning runs included) is written to
+the store when it ends, so an interrupted suite resumes and loses at most the runs in flight; a re-run
+skips stored runs (``failed`` ones are retried) and stored tunings. ``workers > 1`` runs runs in worker
+processes (forked, one torch thread each; the parent alone writes the store).
+
+What is stored (for the report)
+-------------------------------
+Suites (``RunRecord.suite``): ``"nn-quick"`` and ``"nn-full"`` hold the evaluation runs;
+``"nn-quick-tuning"`` and ``"nn-full-tuning"`` hold the tuning runs (same record format). The tuning
+outcome of each (problem, method) is in the store's ``tuning`` table under the evaluation suite's name
+(``chosen``, ``objective``, ``trials`` = every grid point with its objective).
+
+``RunRecord.problem``/``method``: registry names. ``RunRecord.seed``: the run seed. ``RunRecord.config``
+(run identity)::
+
+    {"hyper": <the method's full configuration>, "batch_size": int, "steps": total steps of the budget,
+     "seconds": cap or None, "evaluations": E, "dtype": "float32", "limit": None or samples per split}
+
+``RunRecord.status``: ``"done"``, ``"diverged"`` or ``"failed"``. ``RunRecord.wall_time``: the whole run
+(set-up, training and evaluation), seconds. ``RunRecord.summary`` keys:
+
+=====================  ==============================================================================
+role                   ``"tuning"`` or ``"evaluation"``
+final_train_loss       training loss at the last evaluation point (None if never finite)
+final_test_loss        test loss at the last evaluation point
+final_test_accuracy    test accuracy at the last evaluation point (None for non-classifiers)
+best_test_accuracy     best test accuracy over the evaluation points (None for non-classifiers)
+best_test_loss         lowest test loss over the evaluation points
+steps                  optimizer steps taken
+epochs                 ``steps / steps_per_epoch``
+steps_per_epoch        ``num_train // batch_size``
+wall_time              training seconds, EXCLUDING evaluation (= the last ``wall_time`` metric)
+eval_time              seconds spent in evaluations
+target_metric          e.g. ``"test_accuracy"``
+target_value           the threshold
+time_to_target         training seconds at the first evaluation point meeting the target, else None
+steps_to_target        its step, else None
+epochs_to_target       its epoch, else None
+diverged               bool
+diverged_step          step whose loss was non-finite (None unless diverged)
+stop                   ``"budget"``, ``"seconds"``, ``"diverged"`` or ``"error"``
+grad_evals             forward+backward evaluations (closure calls for closure methods)
+curvature_calls        Hessian-vector products (Hutchinson probes), 0 for methods without
+step_time_median       median seconds per optimizer step (the per-step cost; ratios to Adam come from it)
+step_time_mean         mean seconds per optimizer step
+objective              the tuning objective of this run (see Tuning)
+num_parameters         trainable parameters
+threads                torch intra-op threads during the run
+=====================  ==============================================================================
+
+Metrics (``metrics`` table; step-indexed by the optimizer step at which they were measured, step 0 =
+before training), one row per name and evaluation point: ``train_loss``, ``test_loss``,
+``test_accuracy`` (classifiers only), ``wall_time`` (cumulative training seconds, evaluation excluded),
+``epoch`` (``step / steps_per_epoch``), ``grad_evals`` and ``curvature_calls`` (cumulative), and from the
+second point on ``batch_loss`` (mean mini-batch loss of the steps since the previous point). Non-finite
+values are never written: a diverged run's curves stop at its last finite point.
+
+Suites: :data:`QUICK` (``hessopt bench nn``; embedded data; 122 runs, about 160 s of CPU time, so
+under 3 minutes with 2 workers on 2 cores) and :data:`FULL` (``hessopt bench nn --suite full``;
+Fashion-MNIST; 252 runs: 6 tuned methods x (7 grid points + 3 seeds) + L-BFGS x 3 seeds per problem,
+BFGS left out (too many parameters); about 30 core-hours estimated from one-epoch pilots (2c2d dominates),
+so shard it over machines with ``--shard i/n`` and :func:`~hessopt.bench.store.merge` the stores).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import multiprocessing
+import statistics
+import time
+import warnings
+from collections import deque
+from collections.abc import Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from hessopt.bench.nn_methods import NNMethod, get_nn_method
+from hessopt.bench.store import ResultStore, RunRecord, canonical_json, environment
+from hessopt.bench.tuning import TuningOutcome, grid_points, tune
+from hessopt.problems.data import TensorSplit
+from hessopt.problems.registry import Budget, Problem, get_problem
+
+__all__ = [
+    "DATA_SEED_OFFSET",
+    "FULL",
+    "QUICK",
+    "SUITES",
+    "NNSuite",
+    "RunResult",
+    "SuiteOutcome",
+    "SuitePair",
+    "get_suite",
+    "plan",
+    "run_config",
+    "run_one",
+    "run_suite",
+]
+
+DATA_SEED_OFFSET = 7919
+"""The mini-batch order of seed s comes from a generator seeded ``DATA_SEED_OFFSET + s``."""
+
+
+# ------------------------------------------------------------------------------------------- suites
+
+
+@dataclass(frozen=True)
+class NNSuite:
+    """A suite: problems x methods, the grid (``"quick"``/``"full"``), seeds, optional budget override.
+
+    ``budget`` replaces every problem's default budget (smoke runs); ``evaluations`` their number of
+    evaluation intervals; ``limit`` keeps the first samples of each split (tests).
+    """
+
+    name: str
+    problems: tuple[str, ...]
+    methods: tuple[str, ...]
+    grid: str
+    evaluation_seeds: tuple[int, ...]
+    tuning_seeds: tuple[int, ...]
+    budget: Budget | None = None
+    evaluations: int | None = None
+    limit: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.grid not in ("quick", "full"):
+            raise ValueError(f"grid must be 'quick' or 'full', got {self.grid!r}")
+        for label, names in (("problems", self.problems), ("methods", self.methods)):
+            if not names:
+                raise ValueError(f"suite {self.name!r}: {label} must not be empty")
+            if len(set(names)) != len(names):
+                raise ValueError(f"suite {self.name!r}: {label} lists a name twice: {list(names)}")
+        for p in self.problems:
+            get_problem(p)
+        for m in self.methods:
+            get_nn_method(m)
+        if not self.evaluation_seeds or not self.tuning_seeds:
+            raise ValueError(f"suite {self.name!r}: evaluation_seeds and tuning_seeds must not be empty")
+        overlap = sorted(set(self.evaluation_seeds) & set(self.tuning_seeds))
+        if overlap:
+            raise ValueError(
+                f"suite {self.name!r}: tuning seeds {overlap} are also evaluation seeds; tuning must never "
+                "see an evaluation seed: choose disjoint ranges"
+            )
+        if self.evaluations is not None and self.evaluations < 1:
+            raise ValueError(f"evaluations must be >= 1 or None, got {self.evaluations!r}")
+
+    @property
+    def tuning_suite(self) -> str:
+        """The store suite of the tuning runs."""
+        return f"{self.name}-tuning"
+
+    def method(self, name: str) -> NNMethod:
+        """The registered method with this suite's grid as its ``tune``."""
+        return get_nn_method(name).with_grid(self.grid)
+
+    def budget_of(self, problem: Problem) -> Budget:
+        return self.budget or problem.budget
+
+    def evaluations_of(self, problem: Problem) -> int:
+        return self.evaluations or problem.evaluations
+
+
+QUICK = NNSuite(
+    name="nn-quick",
+    problems=("quadratic_deep", "digits_mlp", "mnist1d_mlp", "mnist5k_mlp"),
+    methods=("adam", "momentum", "diag-ogr", "adahessian", "sophiah", "lbfgs", "bfgs"),
+    grid="quick",
+    evaluation_seeds=(0, 1),
+    tuning_seeds=(10_000,),
+)
+"""Embedded data, quick grids (3-4 points), 1 tuning seed, 2 evaluation seeds (``make bench``)."""
+
+FULL = NNSuite(
+    name="nn-full",
+    problems=("fmnist_mlp", "fmnist_2c2d", "fmnist_autoencoder", "fmnist_lstm"),
+    methods=("adam", "adamw", "momentum", "diag-ogr", "adahessian", "sophiah", "lbfgs", "bfgs"),
+    grid="full",
+    evaluation_seeds=(0, 1, 2),
+    tuning_seeds=(10_000,),
+)
+"""Fashion-MNIST, full grids (7 points), 1 tuning seed, 3 evaluation seeds (``--suite full``)."""
+
+SUITES = {"quick": QUICK, "full": FULL}
+
+
+def get_suite(name: str) -> NNSuite:
+    try:
+        return SUITES[name]
+    except KeyError:
+        raise ValueError(f"unknown suite {name!r}; choose one of {', '.join(SUITES)}") from None
+
+
+# --------------------------------------------------------------------------------------------- runs
+
+
+def run_config(
+    problem: Problem,
+    hyper: Mapping[str, Any],
+    budget: Budget,
+    evaluations: int,
+    num_train: int,
+    limit: int | None = None,
+) -> dict[str, Any]:
+    """The stored configuration of a run (part of its identity in the store)."""
+    return {
+        "hyper": dict(hyper),
+        "batch_size": problem.batch_size,
+        "steps": budget.total_steps(problem.steps_per_epoch(num_train)),
+        "seconds": budget.seconds,
+        "evaluations": evaluations,
+        "dtype": "float32",
+        "limit": limit,
+    }
+
+
+@dataclass
+class RunResult:
+    """What :func:`run_one` measured: status, summary and metric rows as described in the module
+    docstring, the whole run's wall time, and the error text of a failed run."""
+
+    status: str
+    summary: dict[str, Any]
+    metrics: list[tuple[int, str, float]]
+    wall_time: float
+    error: str | None = None
+
+
+_DATA: dict[tuple[Any, ...], TensorSplit] = {}
+
+
+def _data(problem: Problem, limit: int | None) -> TensorSplit:
+    """The problem's float32 data, cached per process (forked workers inherit the parent's cache)."""
+    key = (problem.data, tuple(sorted(problem.data_kwargs.items())), limit)
+    if key not in _DATA:
+        _DATA[key] = problem.load_data(limit=limit)
+    return _DATA[key]
+
+
+def _eval_steps(total: int, evaluations: int) -> list[int]:
+    e = min(evaluations, total)
+    return sorted({round(i * total / e) for i in range(e + 1)})
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def run_one(
+    problem: Problem | str,
+    method: NNMethod | str,
+    hyper: Mapping[str, Any],
+    seed: int,
+    *,
+    budget: Budget | None = None,
+    evaluations: int | None = None,
+    limit: int | None = None,
+    role: str = "evaluation",
+) -> RunResult:
+    """Train ``problem`` with ``method`` under the full configuration ``hyper`` from ``seed``.
+
+    ``budget``/``evaluations`` default to the problem's. Never raises for what happens during
+    training: divergence gives status ``"diverged"``, an exception ``"failed"`` (with the metrics so far).
+    Raises ValueError before training when the method does not apply (e.g. too many parameters).
+    """
+    if role not in ("tuning", "evaluation"):
+        raise ValueError(f"role must be 'tuning' or 'evaluation', got {role!r}")
+    problem = get_problem(problem) if isinstance(problem, str) else problem
+    method = get_nn_method(method) if isinstance(method, str) else method
+    t_run = time.perf_counter()
+    budget = budget or problem.budget
+    n_eval = evaluations or problem.evaluations
+    split = _data(problem, limit)
+    spe = problem.steps_per_epoch(split.num_train)
+    total = budget.total_steps(spe)
+    eval_at = set(_eval_steps(total, n_eval))
+    x_tr, y_tr = split.x_train, split.y_train
+    n_tr_eval = problem.train_eval_size or split.num_train
+    x_tr_eval, y_tr_eval = x_tr[:n_tr_eval], y_tr[:n_tr_eval]
+    target = problem.target
+    num_params = problem.num_parameters()
+    if not method.applies_to(num_params):
+        raise ValueError(
+            f"method {method.name!r} runs only on problems with <= {method.max_params} parameters; "
+            f"{problem.name!r} has {num_params}"
+        )
+    period, probes = method.hessian_period(hyper), method.probes(hyper)
+
+    metrics: list[tuple[int, str, float]] = []
+    curve: dict[str, list[float]] = {"train_loss": [], "test_loss": [], "test_accuracy": []}
+    state = {
+        "train_time": 0.0,
+        "eval_time": 0.0,
+        "grad_evals": 0,
+        "curvature_calls": 0,
+        "tt": None,  # (time, step) of the first evaluation meeting the target
+        "batch_losses": [],
+    }
+    step_times: list[float] = []
+
+    def put(step: int, name: str, value: float) -> None:
+        if math.isfinite(value):
+            metrics.append((step, name, float(value)))
+
+    def evaluate(model: torch.nn.Module, step: int) -> bool:
+        """Record the metrics at ``step``; False when a loss is not finite."""
+        t0 = time.perf_counter()
+        tr = problem.evaluate(model, x_tr_eval, y_tr_eval)
+        te = problem.evaluate(model, split.x_test, split.y_test)
+        state["eval_time"] += time.perf_counter() - t0
+        values = {"train_loss": tr["loss"], "test_loss": te["loss"]}
+        if problem.classification:
+            values["test_accuracy"] = te["accuracy"]
+        for name, value in values.items():
+            put(step, name, value)
+            curve[name].append(value)
+        put(step, "wall_time", state["train_time"])
+        put(step, "epoch", step / spe)
+        put(step, "grad_evals", state["grad_evals"])
+        put(step, "curvature_calls", state["curvature_calls"])
+        if state["batch_losses"]:
+            put(step, "batch_loss", statistics.fmean(state["batch_losses"]))
+            state["batch_losses"] = []
+        if state["tt"] is None and target.reached(values.get(target.metric, math.nan)):
+            state["tt"] = (state["train_time"], step)
+        return math.isfinite(tr["loss"]) and math.isfinite(te["loss"])
+
+    steps_done, stop, error, diverged_step = 0, "budget", None, None
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*create_graph=True.*")
+        torch.manual_seed(seed)
+        model = problem.build_model(seed)
+        params = [p for p in model.parameters() if p.requires_grad]
+        gen = torch.Generator().manual_seed(DATA_SEED_OFFSET + seed)
+        perm = torch.empty(0, dtype=torch.int64)
+        try:
+            opt = method.build(params, hyper)
+            for step in range(total + 1):
+                if step in eval_at and not evaluate(model, step):
+                    stop, diverged_step = "diverged", step
+                    break
+                if step == total:
+                    break
+                if budget.seconds is not None and state["train_time"] >= budget.seconds:
+                    stop = "seconds"
+                    if step not in eval_at and not evaluate(model, step):
+                        stop, diverged_step = "diverged", step
+                    break
+                k = step % spe
+                if k == 0:
+                    perm = torch.randperm(split.num_train, generator=gen)
+                idx = perm[k * problem.batch_size : (k + 1) * problem.batch_size]
+                xb, yb = x_tr[idx], y_tr[idx]
+                t0 = time.perf_counter()
+                loss = _drive(method, opt, problem, model, params, xb, yb, step, period, state)
+                dt = time.perf_counter() - t0
+                step_times.append(dt)
+                state["train_time"] += dt
+                steps_done = step + 1
+                if period and step % period == 0:
+                    state["curvature_calls"] += probes
+                value = float(loss)
+                if not math.isfinite(value):
+                    stop, diverged_step = "diverged", step
+                    break
+                state["batch_losses"].append(value)
+        except Exception as exc:  # noqa: BLE001 - any error during training is recorded as a failed run
+            stop, error = "error", f"{type(exc).__name__}: {exc}"
+
+    def last(name: str) -> float | None:
+        return _finite_or_none(curve[name][-1]) if curve[name] else None
+
+    finite_acc = [a for a in curve["test_accuracy"] if math.isfinite(a)]
+    finite_test = [v for v in curve["test_loss"] if math.isfinite(v)]
+    diverged = stop == "diverged"
+    final_target = {
+        "test_accuracy": last("test_accuracy"),
+        "test_loss": last("test_loss"),
+        "train_loss": last("train_loss"),
+    }[target.metric]
+    tt = state["tt"]
+    summary: dict[str, Any] = {
+        "role": role,
+        "final_train_loss": last("train_loss"),
+        "final_test_loss": last("test_loss"),
+        "final_test_accuracy": last("test_accuracy") if problem.classification else None,
+        "best_test_accuracy": (max(finite_acc) if finite_acc else None) if problem.classification else None,
+        "best_test_loss": min(finite_test) if finite_test else None,
+        "steps": steps_done,
+        "epochs": steps_done / spe,
+        "steps_per_epoch": spe,
+        "wall_time": state["train_time"],
+        "eval_time": state["eval_time"],
+        "target_metric": target.metric,
+        "target_value": target.value,
+        "time_to_target": tt[0] if tt else None,
+        "steps_to_target": tt[1] if tt else None,
+        "epochs_to_target": tt[1] / spe if tt else None,
+        "diverged": diverged,
+        "diverged_step": diverged_step,
+        "stop": stop,
+        "grad_evals": state["grad_evals"],
+        "curvature_calls": state["curvature_calls"],
+        "step_time_median": statistics.median(step_times) if step_times else None,
+        "step_time_mean": statistics.fmean(step_times) if step_times else None,
+        "objective": math.inf if diverged or final_target is None else target.error(final_target),
+        "num_parameters": num_params,
+        "threads": torch.get_num_threads(),
+    }
+    status = "failed" if error else ("diverged" if diverged else "done")
+    return RunResult(status, summary, metrics, time.perf_counter() - t_run, error)
+
+
+def _drive(
+    method: NNMethod,
+    opt: torch.optim.Optimizer,
+    problem: Problem,
+    model: torch.nn.Module,
+    params: list[torch.Tensor],
+    xb: torch.Tensor,
+    yb: torch.Tensor,
+    step: int,
+    period: int,
+    state: dict[str, Any],
+) -> torch.Tensor:
+    """One optimizer step of ``method``'s kind on the batch; returns the batch loss (at the start point)."""
+    if method.kind == "closure":
+
+        def closure() -> torch.Tensor:
+            state["grad_evals"] += 1
+            opt.zero_grad(set_to_none=True)
+            value = problem.loss_fn(model, xb, yb)
+            value.backward()
+            return value
+
+        loss = opt.step(closure)
+        return loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(loss)
+    opt.zero_grad(set_to_none=True)
+    loss = problem.loss_fn(model, xb, yb)
+    state["grad_evals"] += 1
+    if method.kind == "hessian":
+        loss.backward(create_graph=step % period == 0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)  # frees the double-backward graph held by .grad
+    else:
+        loss.backward()
+        opt.step()
+    return loss.detach()
+
+
+# ---------------------------------------------------------------------------------------- the suite
+
+
+@dataclass(frozen=True)
+class _Task:
+    """One run for a worker process (names only, so it pickles cheaply)."""
+
+    role: str  # "tuning" or "evaluation"
+    problem: str
+    method: str
+    hyper: dict[str, Any]
+    seed: int
+    budget: Budget
+    evaluations: int
+    limit: int | None
+
+
+def _execute(task: _Task) -> RunResult:
+    return run_one(
+        task.problem,
+        task.method,
+        task.hyper,
+        task.seed,
+        budget=task.budget,
+        evaluations=task.evaluations,
+        limit=task.limit,
+        role=task.role,
+    )
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    return multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    )
+
+
+def _worker_init() -> None:
+    """One intra-op thread per worker (the workers already use the cores; OpenMP is not fork-safe)."""
+    torch.set_num_threads(1)
+
+
+@dataclass
+class SuiteOutcome:
+    """What one invocation did. ``planned``: runs of this shard (tuning + evaluation); ``skipped``: of
+    those, already stored; ``notes``: problems/methods/pairs left out, with the reason."""
+
+    planned: int = 0
+    skipped: int = 0
+    executed: int = 0
+    written: int = 0
+    by_status: dict[str, int] = field(default_factory=dict)
+    tuned: int = 0
+    notes: list[str] = field(default_factory=list)
+    wall_time: float = 0.0
+
+
+@dataclass
+class SuitePair:
+    """One (problem, method) of a suite, with the budget, evaluation count and training-set size it runs
+    with (the unit of sharding)."""
+
+    problem: Problem
+    method: NNMethod
+    budget: Budget
+    evaluations: int
+    num_train: int
+
+
+def _tuning_context(suite: NNSuite, pair: SuitePair) -> dict[str, Any]:
+    target = pair.problem.target
+    return {
+        "grid": {k: list(v) for k, v in pair.method.tune.items()},
+        "hyper": dict(pair.method.hyper),
+        "seeds": list(suite.tuning_seeds),
+        "config": run_config(pair.problem, {}, pair.budget, pair.evaluations, pair.num_train, suite.limit),
+        "objective": f"final {target.metric} ({'1 - value' if target.maximize else 'value'})",
+    }
+
+
+def plan(suite: NNSuite, shard: tuple[int, int] = (1, 1)) -> tuple[list[SuitePair], list[str]]:
+    """The (problem, method) pairs of ``shard`` that can run here, and notes on what is left out
+    (unavailable data, missing packages, methods that do not apply). Pairs are dealt round-robin in
+    canonical order over *all* pairs, so the partition does not depend on what is installed."""
+    index, count = shard
+    if not (isinstance(index, int) and isinstance(count, int) and 1 <= index <= count):
+        raise ValueError(f"shard must be (i, n) with 1 <= i <= n, got {shard!r}")
+    notes: list[str] = []
+    pairs: list[SuitePair] = []
+    position = -1
+    for pname in suite.problems:
+        problem = get_problem(pname)
+        reason = problem.unavailable_reason()
+        if reason:
+            notes.append(f"skipped {reason}")
+        for mname in suite.methods:
+            position += 1
+            if reason or position % count != index - 1:
+                continue
+            method = suite.method(mname)
+            missing = method.missing_requirement()
+            if missing:
+                if f"skipped {missing}" not in notes:
+                    notes.append(f"skipped {missing}")
+                continue
+            if not method.applies_to(problem.num_parameters()):
+                notes.append(
+                    f"skipped {mname} on {pname}: {problem.num_parameters():,} parameters exceed its limit "
+                    f"of {method.max_params:,}"
+                )
+                continue
+            num_train = _data(problem, suite.limit).num_train
+            pairs.append(
+                SuitePair(problem, method, suite.budget_of(problem), suite.evaluations_of(problem), num_train)
+            )
+    return pairs, notes
+
+
+def run_suite(
+    store: ResultStore,
+    suite: NNSuite | str = "quick",
+    *,
+    shard: tuple[int, int] = (1, 1),
+    workers: int = 1,
+    progress: bool = True,
+    command: str | None = None,
+) -> SuiteOutcome:
+    """Run (the missing part of) ``suite``'s shard, storing every run as it ends (see the module
+    docstring). Returns what was done; problems/methods that cannot run here are in ``notes``."""
+    suite = get_suite(suite) if isinstance(suite, str) else suite
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    t_start = time.perf_counter()
+    pairs, notes = plan(suite, shard)
+    outcome = SuiteOutcome(notes=notes)
+    if command is not None:
+        threads = 1 if workers > 1 else torch.get_num_threads()
+        store.record_invocation(
+            suite.name, command, {**environment(), "workers": workers, "worker_threads": threads}
+        )
+    done = store.done_keys(suite.name)
+    done_tuning = store.done_keys(suite.tuning_suite)
+    stored_objective: dict[tuple[str, str, str, int], float] = {
+        (r.problem, r.method, canonical_json(r.config), r.seed): r.summary.get("objective", math.inf)
+        for r in store.runs(suite.tuning_suite)
+        if r.status != "failed"
+    }
+
+    def cfg_json(pair: SuitePair, hyper: Mapping[str, Any]) -> str:
+        return canonical_json(
+            run_config(pair.problem, hyper, pair.budget, pair.evaluations, pair.num_train, suite.limit)
+        )
+
+    def task(pair: SuitePair, role: str, hyper: dict[str, Any], seed: int) -> _Task:
+        return _Task(
+            role, pair.problem.name, pair.method.name, hyper, seed, pair.budget, pair.evaluations, suite.limit
+        )
+
+    def eval_tasks(pair: SuitePair, hyper: dict[str, Any]) -> list[_Task]:
+        cj = cfg_json(pair, hyper)
+        out = []
+        for seed in suite.evaluation_seeds:
+            if (pair.problem.name, pair.method.name, cj, seed) in done:
+                outcome.skipped += 1
+            else:
+                out.append(task(pair, "evaluation", hyper, seed))
+        return out
+
+    def try_tune(pair: SuitePair) -> dict[str, Any] | None:
+        """The chosen configuration once every tuning run is stored (tuning it now if needed)."""
+        context = _tuning_context(suite, pair)
+        chosen = store.get_tuning(suite.name, pair.problem.name, pair.method.name, context)
+        if chosen is not None:
+            return pair.method.config(chosen)
+        grid = [pair.method.config(p) for p in _grid(pair.method)]
+        keys = [
+            (pair.problem.name, pair.method.name, cfg_json(pair, h), s)
+            for h in grid
+            for s in suite.tuning_seeds
+        ]
+        if not all(k in stored_objective for k in keys):
+            return None
+
+        def evaluate(configs: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> list[list[float]]:
+            return [
+                [stored_objective[(pair.problem.name, pair.method.name, cfg_json(pair, c), s)] for s in seeds]
+                for c in configs
+            ]
+
+        result: TuningOutcome = tune(
+            pair.method, evaluate, tuning_seeds=suite.tuning_seeds, evaluation_seeds=suite.evaluation_seeds
+        )
+        store.put_tuning(
+            suite.name,
+            pair.problem.name,
+            pair.method.name,
+            context,
+            result.chosen,
+            result.objective,
+            result.trials,
+        )
+        outcome.tuned += 1
+        return pair.method.config(result.chosen)
+
+    # what is left to do: tuning runs first (in pair order), evaluation runs of tuned pairs
+    queue: deque[_Task] = deque()
+    waiting: dict[tuple[str, str], SuitePair] = {}
+    evaluation_tasks: list[_Task] = []
+    for pair in pairs:
+        outcome.planned += len(suite.evaluation_seeds)
+        if not pair.method.tune:
+            evaluation_tasks += eval_tasks(pair, pair.method.config())
+            continue
+        grid = [pair.method.config(p) for p in _grid(pair.method)]
+        outcome.planned += len(grid) * len(suite.tuning_seeds)
+        chosen = store.get_tuning(
+            suite.name, pair.problem.name, pair.method.name, _tuning_context(suite, pair)
+        )
+        if chosen is not None:  # tuned earlier (or in a merged store): its tuning runs count as stored
+            outcome.skipped += len(grid) * len(suite.tuning_seeds)
+            evaluation_tasks += eval_tasks(pair, pair.method.config(chosen))
+            continue
+        for hyper in grid:
+            cj = cfg_json(pair, hyper)
+            for seed in suite.tuning_seeds:
+                if (pair.problem.name, pair.method.name, cj, seed) in done_tuning:
+                    outcome.skipped += 1
+                else:
+                    queue.append(task(pair, "tuning", hyper, seed))
+        hyper = try_tune(pair)
+        if hyper is None:
+            waiting[(pair.problem.name, pair.method.name)] = pair
+        else:
+            evaluation_tasks += eval_tasks(pair, hyper)
+    queue.extend(evaluation_tasks)
+    remaining = outcome.planned - outcome.skipped
+
+    def handle(t: _Task, result: RunResult) -> list[_Task]:
+        pair_key = (t.problem, t.method)
+        suite_name = suite.tuning_suite if t.role == "tuning" else suite.name
+        pair = waiting.get(pair_key)
+        config = run_config(
+            get_problem(t.problem),
+            t.hyper,
+            t.budget,
+            t.evaluations,
+            _data(get_problem(t.problem), t.limit).num_train,
+            t.limit,
+        )
+        record = RunRecord(
+            suite=suite_name,
+            problem=t.problem,
+            method=t.method,
+            config=config,
+            seed=t.seed,
+            status=result.status,
+            summary=result.summary,
+            wall_time=result.wall_time,
+            error=result.error,
+            metrics=result.metrics,
+        )
+        outcome.executed += 1
+        outcome.written += store.add_run(record)
+        outcome.by_status[result.status] = outcome.by_status.get(result.status, 0) + 1
+        if t.role == "tuning" and result.status != "failed":
+            stored_objective[(t.problem, t.method, canonical_json(config), t.seed)] = result.summary[
+                "objective"
+            ]
+        if t.role == "tuning" and pair is not None:
+            hyper = try_tune(pair)
+            if hyper is not None:
+                del waiting[pair_key]
+                return eval_tasks(pair, hyper)
+        return []
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    index, count = shard
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if workers > 1 and queue:
+            pool = stack.enter_context(
+                ProcessPoolExecutor(
+                    max_workers=workers, mp_context=_worker_context(), initializer=_worker_init
+                )
+            )
+            pool.submit(int).result()  # fork before the progress bar starts its thread
+        bar = stack.enter_context(Progress(*columns, disable=not progress, transient=False))
+        bar_id = bar.add_task(f"{suite.name} [{index}/{count}]", total=remaining)
+
+        def finished(t: _Task, result: RunResult) -> list[_Task]:
+            new = handle(t, result)
+            bar.update(bar_id, advance=1, description=f"{t.problem} / {t.method} ({t.role})")
+            return new
+
+        if pool is None:
+            while queue:
+                t = queue.popleft()
+                queue.extend(finished(t, _execute(t)))
+        else:
+            futures = {pool.submit(_execute, t): t for t in queue}
+            try:
+                while futures:
+                    ready, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for fut in ready:
+                        t = futures.pop(fut)
+                        for new in finished(t, fut.result()):
+                            futures[pool.submit(_execute, new)] = new
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    # a pair whose tuning runs failed stays untuned (its failed runs are retried next time)
+    for (pname, mname), _ in waiting.items():
+        outcome.notes.append(f"{mname} on {pname}: tuning incomplete (failed tuning runs); re-run to retry")
+    outcome.wall_time = time.perf_counter() - t_start
+    return outcome
+
+
+def _grid(method: NNMethod) -> list[dict[str, float]]:
+    return grid_points(method)  # type: ignore[arg-type]  # NNMethod has Method's tune/config interface
