@@ -329,7 +329,11 @@ def _studies_section(out: Path, lines: list[str], studies: Sequence[str | Path])
             text = fragment.read_text(encoding="utf-8")
             link = (rel / "\\1").as_posix()
             text = re.sub(r"\]\(([^)/:]+\.png)\)", f"]({link})", text)
-            text = re.sub(r"^# ", "## ", text, flags=re.MULTILINE)
+            levels = [len(h) for h in re.findall(r"^(#+) ", text, flags=re.MULTILINE)]
+            shift = 2 - min(levels, default=2)  # the fragment's top heading becomes a report section
+            text = re.sub(
+                r"^(#+) ", lambda h, k=shift: "#" * max(1, len(h.group(1)) + k) + " ", text, flags=re.M
+            )
             lines += [text.rstrip(), "", f"(from `{fragment.as_posix()}`)", ""]
 
 
