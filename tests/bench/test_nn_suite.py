@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from hessopt.bench import nn_methods, nn_suite
+from hessopt.bench.methods import adam_factory, momentum_factory
 from hessopt.bench.nn_methods import NNMethod, get_nn_method
 from hessopt.bench.store import ResultStore, canonical_json, merge
 from hessopt.cli import main
@@ -146,7 +147,7 @@ def test_diverging_configuration_is_recorded_as_diverged_with_its_metrics(tmp_pa
         "test-sgd",
         "gradient",
         "SGD for the divergence test",
-        nn_methods._momentum,
+        momentum_factory,
         hyper={"momentum": 0.0},
         tune={"lr": (0.01, 1000.0)},
     )
@@ -302,7 +303,7 @@ def test_methods_that_cannot_run_are_skipped_with_a_reason(tmp_path, monkeypatch
         "needs-absent",
         "gradient",
         "a method whose package is missing",
-        nn_methods._adam,
+        adam_factory,
         hyper={"betas": [0.9, 0.999], "eps": 1e-8, "lr": 1e-3},
         requires="hessopt_no_such_package",
     )

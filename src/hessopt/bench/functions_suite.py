@@ -53,7 +53,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +70,7 @@ from rich.progress import (
 )
 
 from hessopt.bench.methods import Method, get_method, method_names
+from hessopt.bench.scheduling import drain
 from hessopt.bench.store import ResultStore, RunRecord, canonical_json, environment
 from hessopt.bench.tuning import TuningOutcome, tune
 from hessopt.problems.functions import BenchmarkFunction, get_function, protocol_functions
@@ -766,21 +767,6 @@ def run_suite(
             bar.update(runs_bar, advance=len(result), description=f"{fn.name} / {method.name}")
             return []
 
-        if pool is None:
-            while queue:
-                task = queue.popleft()
-                queue.extend(handle(task, _execute(task)))
-        else:
-            futures = {pool.submit(_execute, t): t for t in queue}
-            try:
-                while futures:
-                    finished, _ = wait(futures, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        task = futures.pop(fut)
-                        for t in handle(task, fut.result()):
-                            futures[pool.submit(_execute, t)] = t
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        drain(queue, _execute, handle, pool)
     outcome.wall_time = time.perf_counter() - t_start
     return outcome

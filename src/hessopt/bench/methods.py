@@ -33,7 +33,18 @@ import torch
 
 from hessopt.optim import BFGS, OGR, DiagOGR
 
-__all__ = ["KINDS", "Method", "register", "get_method", "method_names", "all_methods", "log_grid"]
+__all__ = [
+    "KINDS",
+    "Method",
+    "register",
+    "get_method",
+    "method_names",
+    "all_methods",
+    "log_grid",
+    "adam_factory",
+    "momentum_factory",
+    "lbfgs_factory",
+]
 
 KINDS = ("gradient", "closure", "scipy")
 
@@ -278,7 +289,7 @@ register(
 )
 
 
-def _lbfgs(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+def lbfgs_factory(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     return torch.optim.LBFGS(
         params,
         lr=cfg["lr"],
@@ -311,16 +322,16 @@ register(
             "tolerance_change": 0.0,
             "line_search_fn": "strong_wolfe",
         },
-        factory=_lbfgs,
+        factory=lbfgs_factory,
     )
 )
 
 
-def _adam(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+def adam_factory(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"])
 
 
-def _momentum(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+def momentum_factory(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], dampening=0.0, nesterov=False)
 
 
@@ -334,7 +345,7 @@ register(
         hyper={"betas": [0.9, 0.999], "eps": 1e-8},
         tune={"lr": log_grid(-4, 2)},
         elementwise=True,
-        factory=_adam,
+        factory=adam_factory,
     )
 )
 register(
@@ -347,6 +358,6 @@ register(
         hyper={"momentum": 0.9},
         tune={"lr": log_grid(-8, 0)},
         elementwise=True,
-        factory=_momentum,
+        factory=momentum_factory,
     )
 )

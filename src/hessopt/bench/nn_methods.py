@@ -38,7 +38,7 @@ from typing import Any
 
 import torch
 
-from hessopt.bench.methods import log_grid
+from hessopt.bench.methods import adam_factory, lbfgs_factory, log_grid, momentum_factory
 from hessopt.optim import BFGS, DiagOGR
 
 __all__ = [
@@ -183,30 +183,9 @@ def all_nn_methods() -> list[NNMethod]:
 # -- built-in entries ----------------------------------------------------------------------------
 
 
-def _adam(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"])
-
-
 def _adamw(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     return torch.optim.AdamW(
         params, lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"], weight_decay=cfg["weight_decay"]
-    )
-
-
-def _momentum(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], dampening=0.0, nesterov=False)
-
-
-def _lbfgs(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    return torch.optim.LBFGS(
-        params,
-        lr=cfg["lr"],
-        max_iter=cfg["max_iter"],
-        max_eval=cfg["max_eval"],
-        history_size=cfg["history_size"],
-        tolerance_grad=cfg["tolerance_grad"],
-        tolerance_change=cfg["tolerance_change"],
-        line_search_fn=cfg["line_search_fn"],
     )
 
 
@@ -253,7 +232,7 @@ register_nn_method(
         "adam",
         "gradient",
         "torch.optim.Adam, betas (0.9, 0.999), eps 1e-8 (PyTorch defaults); lr tuned on 1e-4..1e-1",
-        _adam,
+        adam_factory,
         hyper={"betas": [0.9, 0.999], "eps": 1e-8},
         tune={"lr": log_grid(-4, -1)},
         quick_tune={"lr": log_grid(-2.5, -1.5)},
@@ -277,7 +256,7 @@ register_nn_method(
         "gradient",
         "torch.optim.SGD with heavy-ball momentum 0.9 (m <- 0.9 m + g, theta <- theta - lr m); lr tuned on "
         "1e-3..1",
-        _momentum,
+        momentum_factory,
         hyper={"momentum": 0.9},
         tune={"lr": log_grid(-3, 0)},
         quick_tune={"lr": log_grid(-2, -0.5)},
@@ -291,7 +270,7 @@ register_nn_method(
         "10 pairs (the usual L-BFGS memory; torch's default is 100), max_iter=1 so one step() is one "
         "iteration, max_eval=26 (the line search's own limit of 25 trials; torch's max_iter*5//4 would allow "
         "none), tolerance_grad = tolerance_change = 0 (the budget stops runs); nothing tuned",
-        _lbfgs,
+        lbfgs_factory,
         hyper={
             "lr": 1.0,
             "max_iter": 1,

@@ -116,7 +116,7 @@ import time
 import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -131,6 +131,7 @@ from rich.progress import (
 )
 
 from hessopt.bench.nn_methods import NNMethod, get_nn_method
+from hessopt.bench.scheduling import drain
 from hessopt.bench.store import ResultStore, RunRecord, canonical_json, environment
 from hessopt.bench.tuning import TuningOutcome, grid_points, tune
 from hessopt.problems.data import TensorSplit
@@ -802,22 +803,7 @@ def run_suite(
             bar.update(bar_id, advance=1, description=f"{t.problem} / {t.method} ({t.role})")
             return new
 
-        if pool is None:
-            while queue:
-                t = queue.popleft()
-                queue.extend(finished(t, _execute(t)))
-        else:
-            futures = {pool.submit(_execute, t): t for t in queue}
-            try:
-                while futures:
-                    ready, _ = wait(futures, return_when=FIRST_COMPLETED)
-                    for fut in ready:
-                        t = futures.pop(fut)
-                        for new in finished(t, fut.result()):
-                            futures[pool.submit(_execute, new)] = new
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                raise
+        drain(queue, _execute, finished, pool)
     # a pair whose tuning runs failed stays untuned (its failed runs are retried next time)
     for (pname, mname), _ in waiting.items():
         outcome.notes.append(f"{mname} on {pname}: tuning incomplete (failed tuning runs); re-run to retry")
