@@ -7,7 +7,7 @@
     hessopt bench nn [--suite quick|full] [--problems p,q] [--methods a,b] [--seeds N|s,t]
                      [--tune-seeds N|s,t] [--epochs E] [--steps N] [--store PATH] [--shard i/n]
                      [--workers N] [--no-progress]
-    hessopt report [--store PATH] [--out DIR]
+    hessopt report [--store PATH ...] [--out DIR] [--studies DIR,DIR]   (report.md, PNGs, report.html)
     hessopt merge DST SRC [SRC ...]
     hessopt list                      (methods, test functions, neural-network methods and problems)
 
@@ -191,7 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     nn.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     rep = sub.add_parser("report", help="write report.md and figures from a results store")
-    rep.add_argument("--store", default=DEFAULT_STORE, help=f"SQLite results file (default {DEFAULT_STORE})")
+    rep.add_argument(
+        "--store",
+        action="append",
+        help="a SQLite results file; repeat for several (default: those of "
+        f"{DEFAULT_STORE} and {DEFAULT_NN_STORE} that exist)",
+    )
     rep.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     rep.add_argument(
         "--studies",
@@ -318,7 +323,15 @@ def _report(args: argparse.Namespace, command: str) -> int:
     from hessopt.bench.report import write_report
 
     t0 = time.perf_counter()
-    path = write_report(args.store, args.out, command=command, studies=args.studies)
+    stores = args.store
+    if stores is None:
+        stores = [s for s in (DEFAULT_STORE, DEFAULT_NN_STORE) if os.path.isfile(s)]
+        if not stores:
+            raise ValueError(
+                f"neither {DEFAULT_STORE} nor {DEFAULT_NN_STORE} exists: run `hessopt bench functions` or "
+                "`hessopt bench nn` first, or pass --store PATH"
+            )
+    path = write_report(stores, args.out, command=command, studies=args.studies)
     print(f"hessopt: wrote {path} in {time.perf_counter() - t0:.1f} s")
     return 0
 

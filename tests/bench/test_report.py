@@ -100,7 +100,7 @@ def test_report_tables_and_figures(tmp_path):
     assert "- beale-2d / adam: 1 diverged (counted with their best value)" in lines
     assert any(line.startswith("- FAILED beale-2d / adam seed 99: RuntimeError: boom") for line in lines)
     assert "| sphere-10d | adam | 20 | 3 | lr = 0.1 | 2.50e-01 |" in text
-    assert "| 2026-01-01T00:00:00+00:00 | box | 9.9 |" in text
+    assert "| 2026-01-01T00:00:00+00:00 | functions | box | 9.9 |" in text
     for name in (
         "functions_20steps_best_at5.png",
         "functions_20steps_best_at20.png",
@@ -116,4 +116,6 @@ def test_report_errors(tmp_path):
         write_report(tmp_path / "missing.sqlite", tmp_path / "out")
     ResultStore(tmp_path / "empty.sqlite").close()
     text = write_report(tmp_path / "empty.sqlite", tmp_path / "out").read_text()
-    assert "No test-function runs in this store" in text
+    assert "No runs in `" in text and "hessopt bench nn` first" in text
+    with pytest.raises(ValueError, match="at least one"):
+        write_report([], tmp_path / "out")

@@ -1,4 +1,4 @@
-"""``hessopt report``: the results store turned into ``report.md`` plus PNG figures.
+"""``hessopt report``: results stores turned into ``report.md`` plus PNG figures and ``report.html``.
 
 For the test-function suite (:mod:`hessopt.bench.functions_suite`) the report has, per protocol
 found in the store (runs of equal ``steps`` and ``noise_std``), and per step budget (checkpoint):
@@ -11,13 +11,16 @@ found in the store (runs of equal ``steps`` and ``noise_std``), and per step bud
   are left out and listed;
 
 then the median best-so-far curves, hessopt's BFGS beside scipy's, the tuned step sizes, evaluation
-counts and wall times, and the environment and commands that produced the store.
+counts and wall times. Each neural-network suite in a store gets the section of
+:mod:`hessopt.bench.nn_report` (time to target with ratios to Adam, performance profile, curves against
+steps and wall-clock time, final metrics, step cost, tuning). Study fragments follow, then the
+environment and commands that produced the stores. ``report.html`` is the same report as one page
+with its figures inlined (:func:`hessopt.bench.markdown.to_html`).
 """
 
 from __future__ import annotations
 
 import datetime
-import math
 import os
 import re
 import statistics
@@ -27,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from hessopt.bench import functions_suite
+from hessopt.bench.markdown import environment_lines, fmt, order, table, to_html
 from hessopt.bench.methods import method_names
+from hessopt.bench.nn_report import nn_section, nn_suite_names
 from hessopt.bench.plots import DISPLAY_FLOOR, curves_figure, sorted_values_figure
-from hessopt.bench.store import ResultStore, StoredRun, environment
+from hessopt.bench.store import ResultStore, StoredRun
 from hessopt.bench.tuning import FLOOR, geometric_mean
 from hessopt.problems.functions import protocol_functions
 
@@ -39,54 +44,12 @@ SUCCESS_TOL = 1e-8
 """A run succeeds when its best f - f_min is below this (f_min = 0 for the protocol's functions)."""
 
 
-def _fmt(v: float) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
-        return "nan"
-    if math.isinf(v):
-        return "inf"
-    return f"{v:.2e}"
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return out + [""]
-
-
-def _order(found: set[str], preferred: Sequence[str]) -> list[str]:
-    return [p for p in preferred if p in found] + sorted(found - set(preferred))
-
-
 def _problem_order() -> list[str]:
     return [functions_suite.problem_id(f) for f in protocol_functions()]
 
 
-def _environment_lines(invocations: list[dict[str, Any]]) -> list[str]:
-    keys = (
-        "hostname",
-        "torch",
-        "torch_threads",
-        "workers",
-        "worker_threads",
-        "cpu",
-        "cpu_count",
-        "python",
-        "platform",
-    )
-    rows = []
-    for inv in invocations:
-        env = inv["environment"]
-        rows.append([inv["started_at"], *(str(env.get(k, "-")) for k in keys)])
-    now = environment()
-    rows.append(["(this report)", *(str(now.get(k, "-")) for k in keys)])
-    return _table(["date (UTC)", *keys], rows)
-
-
 def _functions_section(store: ResultStore, out: Path, lines: list[str]) -> None:
     runs = store.runs(functions_suite.SUITE)
-    if not runs:
-        lines += ["No test-function runs in this store. Run `hessopt bench functions` first.", ""]
-        return
     groups: dict[tuple[int, float], list[StoredRun]] = defaultdict(list)
     for r in runs:
         groups[(int(r.config["steps"]), float(r.config.get("noise_std", 0.0)))].append(r)
@@ -100,8 +63,8 @@ def _protocol_section(
     tag = f"{steps}steps" + (f"_noise{noise:g}" if noise else "")
     ok = [r for r in runs if r.status != "failed"]
     failed = [r for r in runs if r.status == "failed"]
-    problems = _order({r.problem for r in runs}, _problem_order())
-    methods = _order({r.method for r in runs}, method_names())
+    problems = order({r.problem for r in runs}, _problem_order())
+    methods = order({r.method for r in runs}, method_names())
     cell: dict[tuple[str, str], list[StoredRun]] = defaultdict(list)
     for r in ok:
         cell[(r.problem, r.method)].append(r)
@@ -161,7 +124,7 @@ def _protocol_section(
                     f"({sum(x < SUCCESS_TOL for x in v)}/{len(v)})"
                 )
             rows.append(row)
-        lines += _table(["function", *methods], rows)
+        lines += table(["function", *methods], rows)
         lines += [
             f"Geometric mean of best f - f_min (each value floored at {FLOOR:g} to keep the log finite):",
             "",
@@ -171,9 +134,9 @@ def _protocol_section(
             row = [p]
             for m in methods:
                 v = values.get(p, {}).get(m)
-                row.append("-" if not v else _fmt(geometric_mean(v)))
+                row.append("-" if not v else fmt(geometric_mean(v)))
             rows.append(row)
-        lines += _table(["function", *methods], rows)
+        lines += table(["function", *methods], rows)
 
     # median best-so-far curves
     curve_rows = store.metrics([r.id for r in ok], "best_f")
@@ -238,13 +201,13 @@ def _bfgs_comparison(
                     p,
                     m,
                     f"{sum(b < SUCCESS_TOL for b in best) / len(best):.2f}",
-                    _fmt(geometric_mean(best)),
+                    fmt(geometric_mean(best)),
                     f"{statistics.median(r.summary['steps_taken'] for r in rs):g}",
                     f"{statistics.median(r.summary['n_evals'] for r in rs):g}",
                     f"{1e3 * statistics.fmean(r.wall_time for r in rs):.1f} ms",
                 ]
             )
-    lines += _table(["function", "method", "success", "geo. mean", "iterations", "evaluations", "wall"], rows)
+    lines += table(["function", "method", "success", "geo. mean", "iterations", "evaluations", "wall"], rows)
 
 
 def _cost_table(
@@ -271,7 +234,7 @@ def _cost_table(
                 f"{1e3 * statistics.fmean(r.wall_time for r in rs):.1f} ms"
             )
         rows.append(row)
-    lines += _table(["function", *methods], rows)
+    lines += table(["function", *methods], rows)
 
 
 def _tuning_section(store: ResultStore, lines: list[str]) -> None:
@@ -298,7 +261,7 @@ def _tuning_section(store: ResultStore, lines: list[str]) -> None:
     rows = []
     for t in tunings:
         grid = "; ".join(
-            f"{k}: {_fmt(v[0])}..{_fmt(v[-1])} ({len(v)} values)" for k, v in t["context"]["grid"].items()
+            f"{k}: {fmt(v[0])}..{fmt(v[-1])} ({len(v)} values)" for k, v in t["context"]["grid"].items()
         )
         chosen = ", ".join(f"{k} = {v:.3g}" for k, v in t["chosen"].items())
         edge = any(
@@ -311,11 +274,11 @@ def _tuning_section(store: ResultStore, lines: list[str]) -> None:
                 str(t["context"]["steps"]),
                 f"{t['context']['seeds'][1]}",
                 chosen + (" (grid edge)" if edge else ""),
-                _fmt(t["objective"]),
+                fmt(t["objective"]),
                 grid,
             ]
         )
-    lines += _table(["function", "method", "steps", "tuning starts", "chosen", "objective", "grid"], rows)
+    lines += table(["function", "method", "steps", "tuning starts", "chosen", "objective", "grid"], rows)
 
 
 def _studies_section(out: Path, lines: list[str], studies: Sequence[str | Path]) -> None:
@@ -338,46 +301,69 @@ def _studies_section(out: Path, lines: list[str], studies: Sequence[str | Path])
 
 
 def write_report(
-    store_path: str | Path,
+    stores: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out_dir: str | Path,
     *,
     command: str | None = None,
     studies: Sequence[str | Path] = (),
 ) -> Path:
-    """Write ``out_dir/report.md`` and its PNG figures from the store at ``store_path``.
+    """Write ``out_dir/report.md``, its PNG figures and ``out_dir/report.html`` (the same report as one
+    self-contained page) from one or several results stores.
 
+    Each store contributes the sections of the suites it holds: the test-function suite
+    (:mod:`hessopt.bench.functions_suite`) and the NN suites (:mod:`hessopt.bench.nn_report`).
     Returns the path of ``report.md``. ``command`` is the provenance line (the CLI passes its argv).
     ``studies``: folders of study fragments (``hessopt bench ogr-studies``, ``benchmarks/step_cost.py``)
-    appended after the test-function tables when present.
+    appended after the suites when present.
     """
-    store_path = Path(store_path)
-    if not store_path.is_file():
-        raise ValueError(
-            f"no results store at {store_path}; run `hessopt bench functions` first or pass --store"
-        )
+    paths = [Path(stores)] if isinstance(stores, (str, os.PathLike)) else [Path(s) for s in stores]
+    if not paths:
+        raise ValueError("write_report needs at least one results store")
+    for path in paths:
+        if not path.is_file():
+            raise ValueError(
+                f"no results store at {path}; run `hessopt bench functions` or `hessopt bench nn` first, "
+                "or pass --store"
+            )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     lines = [
         "# hessopt benchmark report",
         "",
-        f"Generated {date} by `{command or 'hessopt.bench.report.write_report'}` from `{store_path}`.",
+        f"Generated {date} by `{command or 'hessopt.bench.report.write_report'}` from "
+        f"{', '.join(f'`{p}`' for p in paths)}.",
         "",
     ]
-    with ResultStore(store_path) as store:
-        invocations = store.invocations()
-        if invocations:
-            lines += ["Commands that wrote the store:", ""]
-            lines += [
-                f"- `{inv['command']}` ({inv['started_at']}, {inv['environment'].get('hostname', '?')})"
-                for inv in invocations
-            ]
-            lines.append("")
-        _functions_section(store, out, lines)
-        _tuning_section(store, lines)
-        _studies_section(out, lines, studies)
-        lines += ["## Environment", ""]
-        lines += _environment_lines(invocations)
-    path = out / "report.md"
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    invocations: list[dict[str, Any]] = []
+    for path in paths:
+        with ResultStore(path) as store:
+            invocations += store.invocations()
+    if invocations:
+        lines += ["Commands that wrote the stores:", ""]
+        lines += [
+            f"- `{inv['command']}` ({inv['started_at']}, {inv['environment'].get('hostname', '?')})"
+            for inv in invocations
+        ]
+        lines.append("")
+    for path in paths:
+        with ResultStore(path) as store:
+            nn_suites = nn_suite_names(store)
+            if store.count(functions_suite.SUITE):
+                _functions_section(store, out, lines)
+                _tuning_section(store, lines)
+            elif not nn_suites:
+                lines += [
+                    f"No runs in `{path}`: run `hessopt bench functions` or `hessopt bench nn` first.",
+                    "",
+                ]
+            for suite in nn_suites:
+                nn_section(store, out, lines, suite)
+    _studies_section(out, lines, studies)
+    lines += ["## Environment", ""]
+    lines += environment_lines(invocations)
+    text = "\n".join(lines)
+    report = out / "report.md"
+    report.write_text(text, encoding="utf-8")
+    (out / "report.html").write_text(to_html(text, out), encoding="utf-8")
+    return report

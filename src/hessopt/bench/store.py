@@ -360,6 +360,10 @@ class ResultStore:
             for r in rows
         ]
 
+    def suites(self) -> list[str]:
+        """The suite names that have runs in this store, sorted."""
+        return [r[0] for r in self._con.execute("SELECT DISTINCT suite FROM runs ORDER BY suite")]
+
     def count(self, suite: str | None = None) -> int:
         if suite is None:
             return self._con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
