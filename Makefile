@@ -31,17 +31,20 @@ lint: setup
 test: setup lint
 	$(BIN)/python -m pytest -q
 
-# The main job, quick versions (a few minutes on 2 cores). The full protocols:
+# The main job, quick versions (about 7 minutes on 2 cores). The full protocols:
 #   hessopt bench functions            (200 starts x 2000 steps; resumable, shardable with --shard i/n)
 #   hessopt bench ogr-studies          (5 noise seeds, all lattices)
 #   python benchmarks/step_cost.py
-# then `hessopt report`.
+#   hessopt bench nn --suite full      (Fashion-MNIST, after `make data`; ~30 core-hours: --shard i/n
+#                                       on several machines, then `hessopt merge`)
+# then `hessopt report` (results/report.md, its PNGs and results/report.html).
 bench: setup
 	$(BIN)/hessopt bench functions --quick
 	$(BIN)/hessopt bench ogr-studies --quick
 	$(BIN)/python benchmarks/step_cost.py --quick
+	$(BIN)/hessopt bench nn
 	$(BIN)/hessopt report
-	@echo "report: results/report.md (full protocols: see the comments above 'bench' in the Makefile)"
+	@echo "report: results/report.md and results/report.html (full protocols: see the comments above 'bench' in the Makefile)"
 
 # Optional data: the full Fashion-MNIST (60k/10k) from Debian's dataset-fashion-mnist package.
 data: setup
