@@ -31,6 +31,7 @@ DEFAULT_OUT = "results"
 DEFAULT_NN_STORE = "results/nn.sqlite"
 DEFAULT_STUDIES = "results/ogr_studies"
 DEFAULT_STEP_COST = "results/step_cost"
+DEFAULT_NN_STEP_TIME = "results/nn_step_time"
 STUDIES = ("lattice", "hessian-tracking", "trajectories")
 
 
@@ -201,9 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--studies",
         type=_csv,
-        default=[DEFAULT_STUDIES, DEFAULT_STEP_COST],
+        default=[DEFAULT_STUDIES, DEFAULT_STEP_COST, DEFAULT_NN_STEP_TIME],
         help="comma-separated folders whose study fragments (*.md) are appended when present "
-        f"(default {DEFAULT_STUDIES},{DEFAULT_STEP_COST})",
+        f"(default {DEFAULT_STUDIES},{DEFAULT_STEP_COST},{DEFAULT_NN_STEP_TIME})",
     )
 
     merge = sub.add_parser("merge", help="merge results stores (e.g. shards) into DST, deduplicating runs")

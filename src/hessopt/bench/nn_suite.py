@@ -146,6 +146,7 @@ __all__ = [
     "RunResult",
     "SuiteOutcome",
     "SuitePair",
+    "drive_step",
     "get_suite",
     "plan",
     "run_config",
@@ -408,7 +409,7 @@ def run_one(
                 idx = perm[k * problem.batch_size : (k + 1) * problem.batch_size]
                 xb, yb = x_tr[idx], y_tr[idx]
                 t0 = time.perf_counter()
-                loss = _drive(method, opt, problem, model, params, xb, yb, step, period, state)
+                loss = drive_step(method, opt, problem, model, params, xb, yb, step, period, state)
                 dt = time.perf_counter() - t0
                 step_times.append(dt)
                 state["train_time"] += dt
@@ -467,7 +468,7 @@ def run_one(
     return RunResult(status, summary, metrics, time.perf_counter() - t_run, error)
 
 
-def _drive(
+def drive_step(
     method: NNMethod,
     opt: torch.optim.Optimizer,
     problem: Problem,
@@ -479,7 +480,9 @@ def _drive(
     period: int,
     state: dict[str, Any],
 ) -> torch.Tensor:
-    """One optimizer step of ``method``'s kind on the batch; returns the batch loss (at the start point)."""
+    """One optimizer step of ``method``'s kind on the batch (see :mod:`hessopt.bench.nn_methods` for the
+    kinds); returns the batch loss at the start point. ``step`` and ``period`` decide whether a "hessian"
+    method gets a double-backward graph this step; ``state["grad_evals"]`` counts gradient evaluations."""
     if method.kind == "closure":
 
         def closure() -> torch.Tensor:
