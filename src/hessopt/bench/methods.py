@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 
+from hessopt._registry import Registry
 from hessopt.optim import BFGS, OGR, DiagOGR
 
 __all__ = [
@@ -131,32 +132,26 @@ class Method:
         return self.factory(list(params), config)
 
 
-_REGISTRY: dict[str, Method] = {}
+_REGISTRY: Registry[Method] = Registry("method")
 
 
 def register(method: Method, *, replace: bool = False) -> Method:
     """Add ``method`` to the registry (``replace=True`` to overwrite an entry of the same name)."""
-    if method.name in _REGISTRY and not replace:
-        raise ValueError(f"method {method.name!r} is already registered; pass replace=True to overwrite it")
-    _REGISTRY[method.name] = method
-    return method
+    return _REGISTRY.register(method, replace=replace)
 
 
 def get_method(name: str) -> Method:
     """The registered method called ``name``."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown method {name!r}; known methods: {', '.join(method_names())}") from None
+    return _REGISTRY.get(name)
 
 
 def method_names() -> list[str]:
     """Registered names, in registration order (the order of report columns)."""
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def all_methods() -> list[Method]:
-    return list(_REGISTRY.values())
+    return _REGISTRY.all()
 
 
 # -- built-in entries ----------------------------------------------------------------------------

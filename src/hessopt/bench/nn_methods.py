@@ -38,6 +38,7 @@ from typing import Any
 
 import torch
 
+from hessopt._registry import Registry
 from hessopt.bench.methods import adam_factory, lbfgs_factory, log_grid, momentum_factory
 from hessopt.optim import BFGS, DiagOGR
 
@@ -151,33 +152,25 @@ class NNMethod:
         return self.max_params is None or num_parameters <= self.max_params
 
 
-_REGISTRY: dict[str, NNMethod] = {}
+_REGISTRY: Registry[NNMethod] = Registry("method", lookup_noun="neural-network method", known_label="known")
 
 
 def register_nn_method(method: NNMethod, *, replace: bool = False) -> NNMethod:
     """Add ``method`` (``replace=True`` to overwrite an entry of the same name)."""
-    if method.name in _REGISTRY and not replace:
-        raise ValueError(f"method {method.name!r} is already registered; pass replace=True to overwrite it")
-    _REGISTRY[method.name] = method
-    return method
+    return _REGISTRY.register(method, replace=replace)
 
 
 def get_nn_method(name: str) -> NNMethod:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown neural-network method {name!r}; known: {', '.join(nn_method_names())}"
-        ) from None
+    return _REGISTRY.get(name)
 
 
 def nn_method_names() -> list[str]:
     """Registered names in registration order (the order of report columns)."""
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def all_nn_methods() -> list[NNMethod]:
-    return list(_REGISTRY.values())
+    return _REGISTRY.all()
 
 
 # -- built-in entries ----------------------------------------------------------------------------

@@ -295,7 +295,9 @@ def _final_rows(
     return rows
 
 
-def _tuning_rows(store: ResultStore, suite: str, problems: Sequence[str], methods: Sequence[str]) -> list:
+def _tuning_rows(
+    store: ResultStore, suite: str, problems: Sequence[str], methods: Sequence[str]
+) -> list[list[str]]:
     rows = []
     tunings = {(t["problem"], t["method"]): t for t in store.tunings(suite)}
     for p in problems:

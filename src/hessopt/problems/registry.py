@@ -68,6 +68,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hessopt._registry import Registry
 from hessopt.problems import data as data_mod
 from hessopt.problems import models
 
@@ -407,32 +408,26 @@ class Problem:
 
 # ------------------------------------------------------------------------------------------ registry
 
-_REGISTRY: dict[str, Problem] = {}
+_REGISTRY: Registry[Problem] = Registry("problem")
 
 
 def register_problem(problem: Problem, *, replace: bool = False) -> Problem:
     """Add ``problem`` to the registry (``replace=True`` to overwrite an entry of the same name)."""
-    if problem.name in _REGISTRY and not replace:
-        raise ValueError(f"problem {problem.name!r} is already registered; pass replace=True to overwrite it")
-    _REGISTRY[problem.name] = problem
-    return problem
+    return _REGISTRY.register(problem, replace=replace)
 
 
 def get_problem(name: str) -> Problem:
     """The registered problem called ``name``."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise ValueError(f"unknown problem {name!r}; known problems: {', '.join(problem_names())}") from None
+    return _REGISTRY.get(name)
 
 
 def problem_names() -> list[str]:
     """Registered names, in registration order."""
-    return list(_REGISTRY)
+    return _REGISTRY.names()
 
 
 def all_problems() -> list[Problem]:
-    return list(_REGISTRY.values())
+    return _REGISTRY.all()
 
 
 # -- built-in problems ---------------------------------------------------------------------------
