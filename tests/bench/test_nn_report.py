@@ -162,6 +162,7 @@ def test_profile_counts_cost_table_tuning_and_problems(report):
         and "| 300 steps (3 epochs) | test_accuracy >= 0.95 |" in text
     )
     assert "1 tuning runs" in text
+    assert "**Warning**" not in text
     # final metrics: train loss mean/sd over seeds 0.1, 0.2, 0.3 for Adam on digits
     final = text[text.index("### Final metrics") : text.index("### Step cost")]
     assert _row(final, "digits_mlp", "adam")[3] == "0.2 ± 0.1"
@@ -248,3 +249,25 @@ def test_report_of_a_real_tiny_suite(tmp_path):
     assert _row(cost, "quadratic_deep", "adam")[3] == "1.00"  # step-cost ratio of Adam to itself
     assert _row(cost, "quadratic_deep", "lbfgs")[4] != "1.00"  # L-BFGS's line search: several grads/step
     assert (tmp_path / "out" / "nn-quick_curves.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_cells_mixing_configurations_are_flagged(tmp_path):
+    _fill(tmp_path / "m.sqlite")
+    with ResultStore(tmp_path / "m.sqlite") as st:
+        st.add_run(
+            RunRecord(
+                "nn-quick",
+                "digits_mlp",
+                "adam",
+                {"hyper": {"lr": 0.1}, "batch_size": 32, "steps": 300, "seconds": None},
+                5,
+                "done",
+                _summary("digits_mlp", 1.0, 100, 0.002, 0),
+                1.0,
+            )
+        )
+    text = write_report(tmp_path / "m.sqlite", tmp_path / "out").read_text()
+    assert (
+        "cells mix configurations (e.g. merged shards that tuned differently, or budget overrides): "
+        "digits_mlp/adam." in text
+    )

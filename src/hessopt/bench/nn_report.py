@@ -33,7 +33,7 @@ from hessopt.bench.markdown import fmt, order, table
 from hessopt.bench.nn_methods import nn_method_names
 from hessopt.bench.nn_suite import SUITES
 from hessopt.bench.plots import Panel, band_figure, performance_profile_figure
-from hessopt.bench.store import ResultStore, StoredRun
+from hessopt.bench.store import ResultStore, StoredRun, canonical_json
 from hessopt.problems.registry import get_problem, problem_names
 
 __all__ = ["BASELINE", "nn_section", "nn_suite_names", "seed_band", "time_to_target_rows"]
@@ -339,6 +339,13 @@ def nn_section(store: ResultStore, out: Path, lines: list[str], suite: str) -> N
         "",
     ]
     lines += _problem_lines(problems, cells)
+    mixed = sorted(k for k, c in cells.items() if len({canonical_json(r.config) for r in c.runs}) > 1)
+    if mixed:
+        lines += [
+            "**Warning**: these cells mix configurations (e.g. merged shards that tuned differently, or "
+            f"budget overrides): {', '.join(f'{p}/{m}' for p, m in mixed)}.",
+            "",
+        ]
     lines += [
         "### Time to target",
         "",
