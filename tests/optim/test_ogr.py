@@ -239,7 +239,7 @@ def test_diag_ogr_trains_noisy_quadratic():
     a = torch.logspace(-1, 1, 100, dtype=F64)
     x = torch.ones(100, dtype=F64, requires_grad=True)
     opt = DiagOGR([x], cut=0.5)
-    f0 = float(0.5 * (a * x * x).sum())
+    f0 = float(0.5 * (a * x.detach() ** 2).sum())
     for _ in range(300):
         opt.zero_grad()
         (0.5 * (a * x * x).sum()).backward()
