@@ -5,8 +5,9 @@ regression ``g_i ≈ λ_i (θ_i − p_i)`` with exponential moving averages, ``�
 and steps ``θ_i ← θ_i − η m_i / max(div·|λ_i|, cut)``: a saddle-free Newton step per coordinate. "This
 requires updating 4 (m = mg) or here 5 size D vectors" (P2 Fig. 4). The mathematics is that of
 :class:`hessopt.curvature.regression.DiagonalGradientRegression`; this class evaluates it per parameter
-tensor with ``torch._foreach_*`` kernels (as ``torch.optim.Adam``'s multi-tensor path) and never reads a
-value back to the host. Section numbers (§) refer to hessopt's specification ``shared/research/ogr.md``.
+tensor with ``torch._foreach_*`` kernels (as ``torch.optim.Adam``'s multi-tensor path). On a CPU it reads
+the step's finiteness flag (free there) and runs the update unmasked; elsewhere the flag gates the update
+as a tensor. Section numbers (§) refer to hessopt's specification ``shared/research/ogr.md``.
 """
 
 from __future__ import annotations
@@ -59,20 +60,29 @@ def _curvature(
     ``w`` and the ridge floor ``δ = max(δ_rel·(mean(s) + w), δ_abs)`` per tensor (§8.1): the diagonal case
     of :class:`hessopt.curvature.regression.DiagonalGradientRegression` with ``h_prior = 0``; ``ridge`` is
     ``(δ_rel, δ_abs)``, None entries meaning the dtype's defaults. New tensors; where ``s + w + δ = 0``
-    (possible only with ``δ_abs = 0``) ``λ = 0``.
+    (possible only with ``δ_abs = 0``) ``λ = 0``. Cost per tensor: two read-only reductions (the count of
+    moved coordinates and ``Σ s``) and three element-wise passes (five for the "c" form). The regression
+    form adds ``w + δ`` to ``s`` in one pass, ``s + (w + δ)``: one rounding instead of the two of
+    ``(s + w) + δ`` (the "c" form needs ``s + w`` for its numerator and keeps that order), and takes
+    ``|λ|`` in place as ``|c / den|``, which equals ``|c| / den`` bit for bit (IEEE division is correctly
+    rounded and odd in ``c``; ``den >= 0``).
     """
     rel, abs_ = default_ridge(s[0].dtype)
     rel = rel if ridge[0] is None else ridge[0]
     abs_ = abs_ if ridge[1] is None else ridge[1]
     moved = torch.stack([torch.count_nonzero(t) for t in s]).clamp_min(1)
-    delta = torch.clamp_min(rel * (torch.stack(torch._foreach_norm(s, 1)) / moved + w), abs_)
-    den = torch._foreach_add(s, w)
-    torch._foreach_add_(den, list(delta.unbind()))
-    if corr1:
-        num = torch._foreach_sqrt(torch._foreach_mul(torch._foreach_add(s, w), stat))
-    else:
-        num = list(stat) if signed else torch._foreach_abs(stat)
-    lam = torch._foreach_div(num, den)
+    delta = torch.clamp_min(rel * (_sums(s) / moved + w), abs_)
+    if corr1:  # sqrt((s + w) v) / ((s + w) + δ)
+        den = torch._foreach_add(s, [w] * len(s))  # List overload: a 0-dim w is not read back
+        lam = torch._foreach_mul(den, stat)
+        torch._foreach_sqrt_(lam)
+        torch._foreach_add_(den, list(delta.unbind()))
+        torch._foreach_div_(lam, den)
+    else:  # c / (s + (w + δ))
+        den = torch._foreach_add(s, list((delta + w).unbind()))
+        lam = torch._foreach_div(stat, den)
+        if not signed:
+            torch._foreach_abs_(lam)
     if abs_ == 0:  # only then can s + w + δ be 0 (nothing observed): λ = 0 there, as the estimator's prior
         lam = [torch.where(d > 0, x, 0.0) for x, d in zip(lam, den, strict=True)]
     return lam
@@ -87,7 +97,7 @@ def dogr_update(
     s: list[torch.Tensor],
     stat: list[torch.Tensor],
     prior_weight: torch.Tensor,
-    finite: torch.Tensor,
+    finite: torch.Tensor | None,
     *,
     lr: float,
     beta: float,
@@ -99,28 +109,86 @@ def dogr_update(
 ) -> torch.Tensor:
     """One dOGR step over a list of tensors, in place; returns the new prior weight (§3.1, P2 Fig. 4).
 
-    ``stat`` is ``c`` (or ``v`` for ``corr1``). ``finite`` (0-dim bool) gates everything without a host
-    sync: the EMA rates are multiplied by it, a non-finite gradient is replaced by 0 before any
-    arithmetic, and the step's denominator becomes ``inf`` where it is False, so parameters and state
-    stay bit for bit unchanged. Written with multi-tensor kernels; :class:`DiagOGR` (``fused=True``)
-    compiles this same function into fused kernels.
+    ``stat`` is ``c`` (or ``v`` for ``corr1``). ``finite`` selects one of two paths with the same arithmetic:
+
+    * a 0-dim bool tensor: the **gated** path, for accelerators, where reading the flag would be a host
+      sync. The flag gates everything: the EMA rates are multiplied by it, a non-finite gradient is
+      replaced by 0 before any arithmetic, and the step's denominator becomes ``inf`` where it is False,
+      so parameters and state stay bit for bit unchanged. The rates, the bound and the prior weight enter
+      the multi-tensor kernels as 0-dim tensors through their List overloads, so nothing is read back
+      to the host (tested by profiling for ``item()``). Costs one more pass over the gradients (a copy).
+    * None: the **ungated** path. The caller has read the flag, found it True, and skips the call
+      otherwise (free on a CPU, where :class:`DiagOGR` takes this path). Plain Python-float rates, no
+      masking. On finite input both paths give bit-identical parameters and state: with ``ok = 1`` the
+      gated rates ``ok·(1−β)``, ``ok·(1−γ)`` and bound ``(cut/div)/ok`` are the Python floats rounded to
+      the parameters' dtype, which is the value the kernels use for a Python-float rate; ``β·w`` is the
+      same product in both; the mask ``where(True, g, 0)`` copies ``g``.
+
+    Per tensor: 3 lerps for the means, 2 subtractions and 2 in-place products for the centred data, 2
+    lerps for the statistics, :func:`_curvature`, a clamp and the ``addcdiv`` step: 14 element-wise passes
+    (16 for the "c" form) and two read-only reductions, two D-sized temporaries at a time (and the
+    masked gradients' copy on the gated path). :class:`DiagOGR`
+    (``fused=True``) compiles this same function (gated) into fused kernels.
     """
-    ok = finite.to(params[0].dtype)
-    a = ok * (1.0 - beta)  # EMA rate, 0 when the input is not finite
-    grads = [torch.where(finite, g, 0.0) for g in grads]
-    torch._foreach_lerp_(m, grads, ok * (1.0 - gamma))
-    torch._foreach_lerp_(theta_mean, params, a)
-    torch._foreach_lerp_(g_mean, grads, a)
+    if finite is None:
+        rate_m, rate, bound = 1.0 - gamma, 1.0 - beta, cut / div
+        w = prior_weight * beta
+    else:
+        ok = finite.to(params[0].dtype)
+        # 0-dim tensors, passed as per-tensor lists: the multi-tensor kernels' Scalar overloads would read
+        # a tensor rate back to the host (.item(), a device sync), their List overloads take tensors
+        n = len(params)
+        rate_m = [ok * (1.0 - gamma)] * n
+        rate = [ok * (1.0 - beta)] * n  # EMA rate, 0 when the input is not finite
+        bound = [(cut / div) / ok] * n  # the bound is inf when not finite: the step is 0
+        grads = [torch.where(finite, g, 0.0) for g in grads]
+        w = torch.where(finite, prior_weight * beta, prior_weight)
+    torch._foreach_lerp_(m, grads, rate_m)
+    torch._foreach_lerp_(theta_mean, params, rate)
+    torch._foreach_lerp_(g_mean, grads, rate)
     e = torch._foreach_sub(params, theta_mean)  # θ − θ̄ with the NEW mean (§2.1 order)
     r = torch._foreach_sub(grads, g_mean)
-    torch._foreach_lerp_(s, torch._foreach_mul(e, e), a)
-    torch._foreach_lerp_(stat, torch._foreach_mul(r, r if corr1 else e), a)
-    w = torch.where(finite, prior_weight * beta, prior_weight)
+    torch._foreach_mul_(r, r if corr1 else e)  # (g − ḡ)² or (g − ḡ)(θ − θ̄), in place
+    torch._foreach_mul_(e, e)
+    torch._foreach_lerp_(s, e, rate)
+    torch._foreach_lerp_(stat, r, rate)
+    del e, r  # freed before the curvature's two temporaries: at most two D-sized ones at a time
     q = _curvature(s, stat, w, corr1=corr1, signed=False, ridge=ridge)  # |λ|
-    # lr·m / max(div·|λ|, cut) = (lr/div)·m / max(|λ|, cut/div); the bound is inf when not finite
-    torch._foreach_clamp_min_(q, (cut / div) / ok)
+    # lr·m / max(div·|λ|, cut) = (lr/div)·m / max(|λ|, cut/div)
+    torch._foreach_clamp_min_(q, bound)
     torch._foreach_addcdiv_(params, m, q, value=-lr / div)
     return w
+
+
+def _sums(s: list[torch.Tensor]) -> torch.Tensor:
+    """``Σ s`` per tensor as a vector (``s >= 0``: a lerp of squares, so this is its 1-norm).
+
+    On a CPU ``torch.sum`` per tensor (several times faster there than the 1-norm kernel); elsewhere one
+    multi-tensor 1-norm (one kernel on a GPU). The two differ only in the summation's rounding.
+    """
+    if s[0].device.type == "cpu":
+        return torch.stack([t.sum() for t in s])
+    return torch.stack(torch._foreach_norm(s, 1))
+
+
+def _flag_read_is_free(grads: list[torch.Tensor]) -> bool:
+    """Whether reading the step's finiteness flag costs no device sync: all gradients (hence the flag) are
+    on the CPU."""
+    return all(g.device.type == "cpu" for g in grads)
+
+
+def _finiteness_summary(grads: list[torch.Tensor], cpu: bool) -> torch.Tensor:
+    """A vector that is finite exactly when every gradient entry is finite (nan and ±inf propagate).
+
+    Each tensor's min and max (``torch.aminmax``) on a CPU, where it is about ten times faster than the
+    inf-norm; elsewhere the multi-tensor inf-norm (one kernel on a GPU). One read-only pass over D.
+    """
+    present = [g for g in grads if g.numel()]  # an empty tensor has no min, max or inf-norm
+    if not present:
+        return grads[0].new_zeros(0)
+    if not cpu:
+        return torch.stack(torch._foreach_norm(present, float("inf")))
+    return torch.stack([v for g in present for v in torch.aminmax(g)])
 
 
 @functools.cache
@@ -173,14 +241,17 @@ class DiagOGR(HessoptOptimizer):
     shape: 5 D-vectors, as P2 says. Per group, in the state of the group's first parameter: ``prior_weight``
     (0-dim). A parameter whose ``.grad`` is None is skipped (its state untouched).
 
-    Non-finite input is skipped without a host sync: with ``nonfinite="skip"`` the finiteness flag enters
-    every update as a 0-dim tensor (EMA rates multiplied by it, the step's bound made infinite), so a
-    non-finite loss or gradient leaves parameters and state bit for bit unchanged. Only a step that
-    creates a parameter's state reads the flag once, so that state starts from a finite observation.
+    Non-finite input (``nonfinite="skip"``) leaves parameters and state bit for bit unchanged and adds one
+    to ``flat_state()["nonfinite_skips"]``. When every gradient is on the CPU the step reads the
+    finiteness flag (no device sync there) and returns early when it is False; the update then runs
+    unmasked (see :func:`dogr_update`, bit-identical to the gated form). Elsewhere the flag enters every
+    update as a 0-dim tensor (EMA rates multiplied by it, the step's bound made infinite), and only a step
+    that creates a parameter's state reads it, so that state starts from a finite observation.
+    ``fused=True`` always compiles the gated form (the mask costs no pass of its own there).
 
-    Cost per step: about 20 multi-tensor element-wise kernels over the parameters (one fused kernel per
-    group with ``fused=True``) and one norm per tensor (ridge floor), O(D) time and 5·D memory plus
-    temporaries; no ``.item()``.
+    Cost per step: one read-only finiteness pass over the gradients, about 15 multi-tensor element-wise
+    kernels over the parameters (one fused kernel per group with ``fused=True``) and two read-only
+    reductions per tensor (ridge floor), O(D) time and 5·D memory plus two D-sized temporaries.
     """
 
     def __init__(
@@ -278,17 +349,25 @@ class DiagOGR(HessoptOptimizer):
         if not groups:
             return loss
         grads = [p.grad for _, _, ps in groups for p in ps]
-        finite = self.check_nonfinite(loss, [torch.stack(torch._foreach_norm(grads, float("inf")))])
-        if any("m" not in self.state[p] for _, _, ps in groups for p in ps) and not bool(finite):
-            # The state is created from a parameter's first *finite* observation: this one read of the
-            # flag (a host sync on an accelerator) happens only on steps that create state.
+        read = _flag_read_is_free(grads)
+        finite = self.check_nonfinite(loss, [_finiteness_summary(grads, read)])
+        creates = any("m" not in self.state[p] for _, _, ps in groups for p in ps)
+        if (read or creates) and not bool(finite):
+            # Read where it is free (CPU), and where the step creates state: the state is created from a
+            # parameter's first *finite* observation (a host sync on an accelerator, on such steps only).
             return loss
         for group, hp, params in groups:
-            self._group_step(group, hp, params, finite)
+            self._group_step(group, hp, params, finite, gate=not read)
         return loss
 
     def _group_step(
-        self, group: dict[str, Any], hp: dict[str, Any], params: list[torch.Tensor], finite: torch.Tensor
+        self,
+        group: dict[str, Any],
+        hp: dict[str, Any],
+        params: list[torch.Tensor],
+        finite: torch.Tensor,
+        *,
+        gate: bool,
     ) -> None:
         stat = "v" if hp["corr1"] else "c"
         for p in params:
@@ -303,7 +382,8 @@ class DiagOGR(HessoptOptimizer):
         if "prior_weight" not in head:
             head["prior_weight"] = torch.tensor(hp["sigma0"], dtype=params[0].dtype, device=params[0].device)
         states = [self.state[p] for p in params]
-        update = _compiled_update() if hp["fused"] else dogr_update
+        fused = hp["fused"]  # compiled: always the gated form (fused into its kernels)
+        update = _compiled_update() if fused else dogr_update
         head["prior_weight"] = update(
             params,
             [p.grad for p in params],
@@ -313,7 +393,7 @@ class DiagOGR(HessoptOptimizer):
             [st["s"] for st in states],
             [st[stat] for st in states],
             head["prior_weight"],
-            finite,
+            finite if gate or fused else None,
             lr=hp["lr"],
             beta=hp["beta"],
             gamma=hp["gamma"],
