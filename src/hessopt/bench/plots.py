@@ -66,6 +66,24 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def _finish(
+    fig: Figure, axes: np.ndarray, used: int, labels: dict[str, object], title: str, path: Path
+) -> Path:
+    """Hide the panels after the first ``used``, add the shared legend and the title, save the PNG."""
+    for ax in list(axes.flat)[used:]:
+        ax.set_visible(False)
+    if labels:
+        fig.legend(
+            list(labels.values()),
+            list(labels.keys()),
+            loc="outside lower center",
+            ncol=min(len(labels), 8),
+            fontsize=8,
+        )
+    fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
 def sorted_values_figure(
     path: str | Path,
     data: Mapping[str, Mapping[str, Sequence[float]]],
@@ -107,17 +125,7 @@ def sorted_values_figure(
         ax.set_ylabel(ylabel, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(True, which="major", alpha=0.3)
-    for ax in list(axes.flat)[len(problems) :]:
-        ax.set_visible(False)
-    fig.legend(
-        list(labels.values()),
-        list(labels.keys()),
-        loc="outside lower center",
-        ncol=min(len(labels), 7),
-        fontsize=8,
-    )
-    fig.suptitle(title, fontsize=11)
-    return _save(fig, Path(path))
+    return _finish(fig, axes, len(problems), labels, title, Path(path))
 
 
 def curves_figure(
@@ -154,17 +162,7 @@ def curves_figure(
         ax.set_ylabel(ylabel, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(True, which="major", alpha=0.3)
-    for ax in list(axes.flat)[len(problems) :]:
-        ax.set_visible(False)
-    fig.legend(
-        list(labels.values()),
-        list(labels.keys()),
-        loc="outside lower center",
-        ncol=min(len(labels), 7),
-        fontsize=8,
-    )
-    fig.suptitle(title, fontsize=11)
-    return _save(fig, Path(path))
+    return _finish(fig, axes, len(problems), labels, title, Path(path))
 
 
 @dataclass(frozen=True)
@@ -224,18 +222,7 @@ def band_figure(
         ax.set_ylabel(panel.ylabel, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(True, which="major", alpha=0.3)
-    for ax in list(axes.flat)[len(panels) :]:
-        ax.set_visible(False)
-    if labels:
-        fig.legend(
-            list(labels.values()),
-            list(labels.keys()),
-            loc="outside lower center",
-            ncol=min(len(labels), 8),
-            fontsize=8,
-        )
-    fig.suptitle(title, fontsize=11)
-    return _save(fig, Path(path))
+    return _finish(fig, axes, len(panels), labels, title, Path(path))
 
 
 def performance_profile_figure(
@@ -278,15 +265,7 @@ def performance_profile_figure(
         ax.set_ylabel("fraction of problems with ratio <= tau", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(True, which="major", alpha=0.3)
-    fig.legend(
-        list(labels.values()),
-        list(labels.keys()),
-        loc="outside lower center",
-        ncol=min(len(labels), 8),
-        fontsize=8,
-    )
-    fig.suptitle(title, fontsize=11)
-    return _save(fig, Path(path))
+    return _finish(fig, axes, cols, labels, title, Path(path))
 
 
 def performance_ratios(
