@@ -46,31 +46,20 @@ processes (``workers``).
 
 from __future__ import annotations
 
-import contextlib
 import math
-import multiprocessing
 import time
 import warnings
 from collections import deque
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import scipy.optimize
 import torch
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from hessopt.bench.methods import Method, get_method, method_names
-from hessopt.bench.scheduling import drain
+from hessopt.bench.scheduling import drain, suite_session
 from hessopt.bench.store import ResultStore, RunRecord, canonical_json, environment
 from hessopt.bench.tuning import TuningOutcome, tune
 from hessopt.problems.functions import BenchmarkFunction, get_function, protocol_functions
@@ -596,19 +585,6 @@ class _Task:
     seeds: tuple[int, ...] = ()
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
-    """fork where the platform has it (no re-import of torch per worker), else spawn."""
-    return multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    )
-
-
-def _worker_init() -> None:
-    """One intra-op thread per worker, as torch's DataLoader workers do: the workers already use the
-    cores, and OpenMP's thread pool is not fork-safe (with one thread it is never used)."""
-    torch.set_num_threads(1)
-
-
 def _execute(task: _Task) -> TuningOutcome | list[StartResult]:
     if task.kind == "tune":
         return tune_on_function(task.fn, task.method, task.protocol)
@@ -717,26 +693,12 @@ def run_suite(
 
     key_of = {(problem_id(fns[fi]), meths[mi].name): (fi, mi) for fi, mi in mine}
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
     # tuning first, so that tuned methods' runs can join the queue as early as possible
     queue = deque(sorted(tasks, key=lambda t: t.kind != "tune"))
-    with contextlib.ExitStack() as stack:
-        pool = None
-        if workers > 1 and queue:
-            pool = stack.enter_context(
-                ProcessPoolExecutor(
-                    max_workers=workers, mp_context=_worker_context(), initializer=_worker_init
-                )
-            )
-            pool.submit(int).result()  # start (fork) the workers before the progress bar starts its thread
-        bar = stack.enter_context(Progress(*columns, disable=not progress, transient=False))
-        runs_bar = bar.add_task(f"{SUITE} [{index}/{count}]", total=pending_runs)
+    session = suite_session(
+        workers, bool(queue), progress=progress, description=f"{SUITE} [{index}/{count}]", total=pending_runs
+    )
+    with session as (pool, bar, runs_bar):
 
         def handle(task: _Task, result: TuningOutcome | list[StartResult]) -> list[_Task]:
             fi, mi = key_of[(problem_id(task.fn), task.method)]

@@ -108,30 +108,19 @@ so shard it over machines with ``--shard i/n`` and :func:`~hessopt.bench.store.m
 
 from __future__ import annotations
 
-import contextlib
 import math
-import multiprocessing
 import statistics
 import time
 import warnings
 from collections import deque
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from hessopt.bench.nn_methods import NNMethod, get_nn_method
-from hessopt.bench.scheduling import drain
+from hessopt.bench.scheduling import drain, suite_session
 from hessopt.bench.store import ResultStore, RunRecord, canonical_json, environment
 from hessopt.bench.tuning import TuningOutcome, grid_points, tune
 from hessopt.problems.data import TensorSplit
@@ -537,17 +526,6 @@ def _execute(task: _Task) -> RunResult:
     )
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
-    return multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    )
-
-
-def _worker_init() -> None:
-    """One intra-op thread per worker (the workers already use the cores; OpenMP is not fork-safe)."""
-    torch.set_num_threads(1)
-
-
 @dataclass
 class SuiteOutcome:
     """What one invocation did. ``planned``: runs of this shard (tuning + evaluation); ``skipped``: of
@@ -781,25 +759,15 @@ def run_suite(
                 return eval_tasks(pair, hyper)
         return []
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-    )
     index, count = shard
-    with contextlib.ExitStack() as stack:
-        pool = None
-        if workers > 1 and queue:
-            pool = stack.enter_context(
-                ProcessPoolExecutor(
-                    max_workers=workers, mp_context=_worker_context(), initializer=_worker_init
-                )
-            )
-            pool.submit(int).result()  # fork before the progress bar starts its thread
-        bar = stack.enter_context(Progress(*columns, disable=not progress, transient=False))
-        bar_id = bar.add_task(f"{suite.name} [{index}/{count}]", total=remaining)
+    session = suite_session(
+        workers,
+        bool(queue),
+        progress=progress,
+        description=f"{suite.name} [{index}/{count}]",
+        total=remaining,
+    )
+    with session as (pool, bar, bar_id):
 
         def finished(t: _Task, result: RunResult) -> list[_Task]:
             new = handle(t, result)

@@ -1,19 +1,73 @@
 """Running a suite's task queue, serially or on a process pool, where finished tasks may add new ones.
 
 Both suites (:mod:`hessopt.bench.functions_suite`, :mod:`hessopt.bench.nn_suite`) plan tuning tasks
-whose results create evaluation tasks; this module owns the one loop that drains such a queue.
+whose results create evaluation tasks; this module owns the one loop that drains such a queue
+(:func:`drain`) and the worker pool and progress bar it runs under (:func:`suite_session`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 from collections import deque
-from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Executor, wait
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Executor, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
+
+import torch
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 Task = TypeVar("Task")
 
-__all__ = ["drain"]
+__all__ = ["drain", "suite_session"]
+
+
+def _worker_context() -> multiprocessing.context.BaseContext:
+    """fork where the platform has it (no re-import of torch per worker), else spawn."""
+    return multiprocessing.get_context(
+        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    )
+
+
+def _worker_init() -> None:
+    """One intra-op thread per worker, as torch's DataLoader workers do: the workers already use the
+    cores, and OpenMP's thread pool is not fork-safe (with one thread it is never used)."""
+    torch.set_num_threads(1)
+
+
+@contextlib.contextmanager
+def suite_session(
+    workers: int, has_work: bool, *, progress: bool, description: str, total: int
+) -> Iterator[tuple[Executor | None, Progress, TaskID]]:
+    """``(pool, bar, bar_task)`` for running a suite: a process pool of ``workers`` one-thread workers
+    (None when ``workers == 1`` or there is nothing to run), forked before the progress bar starts its
+    thread, and a progress bar (disabled unless ``progress``) with one task of ``total`` steps."""
+    with contextlib.ExitStack() as stack:
+        pool = None
+        if workers > 1 and has_work:
+            pool = stack.enter_context(
+                ProcessPoolExecutor(
+                    max_workers=workers, mp_context=_worker_context(), initializer=_worker_init
+                )
+            )
+            pool.submit(int).result()  # start (fork) the workers before the progress bar starts its thread
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        bar = stack.enter_context(Progress(*columns, disable=not progress, transient=False))
+        yield pool, bar, bar.add_task(description, total=total)
 
 
 def drain(
