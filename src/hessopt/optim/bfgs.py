@@ -17,8 +17,8 @@ from hessopt.curvature import flat
 from hessopt.curvature.linesearch import along_direction, armijo, strong_wolfe
 from hessopt.curvature.quasi_newton import CURVATURE_FAILURE_MODES, bfgs_inverse_update
 
-from .base import (
-    HessoptOptimizer,
+from .base import HessoptOptimizer
+from .checks import (
     check_choice,
     check_dense_memory,
     check_in_range,

@@ -20,8 +20,8 @@ import torch
 
 from hessopt.curvature.regression import default_ridge
 
-from .base import (
-    HessoptOptimizer,
+from .base import HessoptOptimizer
+from .checks import (
     check_cut,
     check_nonnegative,
     check_positive,

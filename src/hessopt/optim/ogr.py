@@ -19,8 +19,8 @@ from hessopt.curvature import flat
 from hessopt.curvature.linesearch import along_direction, armijo, strong_wolfe
 from hessopt.curvature.regression import OnlineGradientRegression, saddle_free_rates
 
-from .base import (
-    HessoptOptimizer,
+from .base import HessoptOptimizer
+from .checks import (
     check_choice,
     check_cut,
     check_dense_memory,

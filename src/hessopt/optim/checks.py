@@ -1,0 +1,182 @@
+"""Argument checks shared by every hessopt optimizer: each returns the validated value or raises an error
+that names the argument, the value received and what is accepted."""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from hessopt.curvature import flat
+
+__all__ = [
+    "NONFINITE_POLICIES",
+    "check_choice",
+    "check_cut",
+    "check_dense_memory",
+    "check_in_range",
+    "check_nonnegative",
+    "check_one_dtype_and_device",
+    "check_positive",
+    "check_positive_int",
+    "check_unit_interval",
+    "check_wolfe_constants",
+    "device_memory_bytes",
+]
+
+NONFINITE_POLICIES = ("skip", "raise")
+
+
+def _real(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"{name} must not be nan")
+    return value
+
+
+def check_positive(name: str, value: Any, *, allow_inf: bool = False) -> float:
+    """``value`` as a float > 0 (finite unless ``allow_inf``); else ValueError/TypeError naming ``name``."""
+    v = _real(name, value)
+    if not v > 0 or (math.isinf(v) and not allow_inf):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def check_nonnegative(name: str, value: Any) -> float:
+    """``value`` as a finite float >= 0; else ValueError/TypeError naming ``name``."""
+    v = _real(name, value)
+    if not (v >= 0 and math.isfinite(v)):
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return v
+
+
+def check_unit_interval(name: str, value: Any) -> float:
+    """``value`` as a float in [0, 1) (EMA rates, fractions); else ValueError/TypeError naming ``name``."""
+    v = _real(name, value)
+    if not 0 <= v < 1:
+        raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    return v
+
+
+def check_in_range(
+    name: str, value: Any, low: float, high: float, *, low_open: bool = True, high_open: bool = True
+) -> float:
+    """``value`` as a float in the interval from ``low`` to ``high`` (open ends by default)."""
+    v = _real(name, value)
+    ok_low = v > low if low_open else v >= low
+    ok_high = v < high if high_open else v <= high
+    if not (ok_low and ok_high):
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be in {interval}, got {value!r}")
+    return v
+
+
+def check_positive_int(name: str, value: Any, *, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum`` (default 1); bools and floats are refused."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``choices``; else ValueError listing them."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}; got {value!r}")
+    return value
+
+
+def check_cut(value: Any) -> float:
+    """OGR's ``cut`` (floor of ``div·|λ|``, so every rate is at most ``lr/cut``): a float > 0."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and value == 0:
+        raise ValueError(
+            "cut must be a positive finite number (the floor of div*|lambda|), got 0; cut = 0 would allow "
+            "unbounded steps: emulate it with a tiny cut such as 1e-12"
+        )
+    return check_positive("cut", value)
+
+
+def check_wolfe_constants(c1: Any, c2: Any) -> tuple[float, float]:
+    """Line-search constants ``0 < c1 < c2 < 1`` (NW section 3.1)."""
+    c1 = check_in_range("c1", c1, 0.0, 1.0)
+    c2 = check_in_range("c2", c2, 0.0, 1.0)
+    if not c1 < c2:
+        raise ValueError(f"c1 must be smaller than c2 (Wolfe conditions), got c1={c1}, c2={c2}")
+    return c1, c2
+
+
+def check_one_dtype_and_device(params: Sequence[torch.Tensor], who: str) -> None:
+    """Dense methods keep one matrix over all parameters: real floating point, one dtype, one device."""
+    p0 = params[0]
+    for i, p in enumerate(params):
+        if not p.dtype.is_floating_point or p.is_complex():
+            raise TypeError(f"{who} needs real floating-point parameters; parameter {i} has dtype {p.dtype}")
+        if p.dtype != p0.dtype or p.device != p0.device:
+            raise ValueError(
+                f"{who} keeps one matrix over all parameters, so they must share one dtype and device; "
+                f"parameter 0 is ({p0.dtype}, {p0.device}) and parameter {i} is ({p.dtype}, {p.device})"
+            )
+
+
+
+# --------------------------------------------------------------------- dense-matrix memory guard
+def device_memory_bytes(device: torch.device) -> int | None:
+    """Memory a dense method may plan with: free memory on CUDA, physical memory on CPU, None if unknown."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    if device.type == "cpu":
+        try:
+            return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+        except (ValueError, OSError, AttributeError):
+            return None
+    return None
+
+
+def check_dense_memory(
+    params: Sequence[torch.Tensor],
+    *,
+    matrices: int,
+    who: str,
+    max_memory_fraction: float = 0.5,
+    memory_limit_bytes: int | None = None,
+) -> None:
+    """Refuse (ValueError) a method that holds ``matrices`` dense (D, D) matrices that would not fit.
+
+    The limit is ``memory_limit_bytes`` when given, else ``max_memory_fraction`` of
+    :func:`device_memory_bytes` of the first parameter's device (no check when that is unknown). The
+    message names the size, the limit and the O(D)-memory alternatives.
+    """
+    max_memory_fraction = check_in_range(
+        "max_memory_fraction", max_memory_fraction, 0.0, 1.0, high_open=False
+    )
+    if memory_limit_bytes is not None:
+        memory_limit_bytes = check_positive_int("memory_limit_bytes", memory_limit_bytes)
+    p0 = params[0]
+    d = flat.numel(params)
+    needed = matrices * d * d * p0.element_size()
+    if memory_limit_bytes is not None:
+        limit, source = memory_limit_bytes, "memory_limit_bytes"
+    else:
+        available = device_memory_bytes(p0.device)
+        if available is None:
+            return
+        limit = int(max_memory_fraction * available)
+        source = (
+            f"max_memory_fraction={max_memory_fraction} of the {available / 2**30:.1f} GiB "
+            f"of {p0.device.type} memory"
+        )
+    if needed > limit:
+        raise ValueError(
+            f"{who} over D={d} parameters needs {matrices} dense {d}x{d} {p0.dtype} matrices "
+            f"({needed / 2**30:.2f} GiB) at peak, above the limit of {limit / 2**30:.2f} GiB set by "
+            f"{source}. Use a method with O(D) memory instead (hessopt's DiagOGR), or raise the limit "
+            "with memory_limit_bytes"
+        )
