@@ -1,6 +1,6 @@
 """Per-step training time of every NN-suite optimizer on one problem, as a ratio to Adam's, same process.
 
-A *step* is what :func:`hessopt.bench.nn_suite.drive_step` times inside the suites: forward, backward
+A *step* is what :func:`hessopt.bench.nn.suite.drive_step` times inside the suites: forward, backward
 (double backward on the steps where AdaHessian/SophiaH take a Hutchinson estimate), curvature work and
 ``optimizer.step()`` (closure methods: every closure call of their line search). Each optimizer trains its
 own copy of the problem's model (same initialisation, seed 0) on the same mini-batches, and the
@@ -27,8 +27,8 @@ from pathlib import Path
 
 import torch
 
-from hessopt.bench.nn_methods import get_nn_method, nn_method_names
-from hessopt.bench.nn_suite import DATA_SEED_OFFSET, drive_step
+from hessopt.bench.methods import get_method, methods_in
+from hessopt.bench.nn.suite import DATA_SEED_OFFSET, drive_step
 from hessopt.problems.registry import get_problem
 
 
@@ -45,7 +45,7 @@ def measure(problem_name: str, methods: list[str], rounds: int, warmup: int) -> 
     n_batches = split.num_train // b
     runners = {}
     for name in methods:
-        method = get_nn_method(name)
+        method = get_method(name).in_suite("nn")
         if method.missing_requirement() or not method.applies_to(problem.num_parameters()):
             continue
         config = method.config({k: grid[len(grid) // 2] for k, grid in method.tune.items()})
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
     rounds, warmup = (20, 3) if args.quick else (args.rounds, args.warmup)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*create_graph=True.*")  # AdaHessian/SophiaH, handled
-    methods = args.methods.split(",") if args.methods else nn_method_names()
+    methods = args.methods.split(",") if args.methods else [m.name for m in methods_in("nn")]
     t0 = time.perf_counter()
     res = measure(args.problem, methods, rounds, warmup)
     env = {

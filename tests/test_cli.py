@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hessopt.bench.store import ResultStore
+from hessopt.bench.harness.store import ResultStore
 from hessopt.cli import main
 
 TINY = [
@@ -17,7 +17,7 @@ TINY = [
     "--functions",
     "sphere,beale",
     "--methods",
-    "adam,bfgs-wolfe",
+    "adam,bfgs",
     "--workers",
     "1",
     "--no-progress",
@@ -27,7 +27,7 @@ TINY = [
 def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in ("bfgs-wolfe", "bfgs-armijo", "bfgs-fixed", "scipy-bfgs", "lbfgs", "adam", "momentum"):
+    for name in ("bfgs", "bfgs-armijo", "bfgs-fixed", "scipy-bfgs", "lbfgs", "adam", "momentum"):
         assert f"  {name} " in out
     assert "* rosenbrock" in out and "  beale3d" in out
 
@@ -39,7 +39,7 @@ def test_bench_report_merge(tmp_path, capsys):
     with ResultStore(store) as st:
         runs = st.runs("functions")
         assert {(r.problem, r.method) for r in runs} == {
-            (p, m) for p in ("sphere-10d", "beale-2d") for m in ("adam", "bfgs-wolfe")
+            (p, m) for p in ("sphere-10d", "beale-2d") for m in ("adam", "bfgs")
         }
         assert {r.seed for r in runs} == {42, 43}
         assert {r.config["steps"] for r in runs} == {10}
@@ -51,7 +51,7 @@ def test_bench_report_merge(tmp_path, capsys):
 
     assert main(["report", "--store", str(store), "--out", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out" / "report.md").read_text()
-    assert "| function | bfgs-wolfe | adam |" in text and "### Budget 10 steps" in text
+    assert "| function | adam | bfgs |" in text and "### Budget 10 steps" in text
     assert f"hessopt report --store {store}" in text
 
     shards = [tmp_path / "s1.sqlite", tmp_path / "s2.sqlite"]

@@ -1,4 +1,4 @@
-"""Tests of hessopt._registry.Registry and of the three registries built on it."""
+"""Tests of hessopt._registry.Registry and of the two registries built on it (methods, problems)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 import hessopt._registry as registry_mod
 from hessopt._registry import Registry
-from hessopt.bench import methods, nn_methods
+from hessopt.bench import methods
 from hessopt.problems import registry as problems
 
 
@@ -120,7 +120,7 @@ def test_module_is_a_leaf():
     assert not [m for m in imported if m.split(".")[0] == "hessopt"]
 
 
-# -- the three registries keep their public behaviour --------------------------------------------
+# -- the registries keep their public behaviour --------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -132,13 +132,6 @@ def test_module_is_a_leaf():
             methods.register,
             "method",
             "unknown method 'nosuch'; known methods: ",
-        ),
-        (
-            nn_methods.get_nn_method,
-            nn_methods.nn_method_names,
-            nn_methods.register_nn_method,
-            "method",
-            "unknown neural-network method 'nosuch'; known: ",
         ),
         (
             problems.get_problem,
@@ -166,7 +159,6 @@ def test_module_wrappers_keep_their_messages(get, names, register, dup_noun, unk
 
 def test_all_functions_match_names():
     assert [m.name for m in methods.all_methods()] == methods.method_names()
-    assert [m.name for m in nn_methods.all_nn_methods()] == nn_methods.nn_method_names()
     assert [p.name for p in problems.all_problems()] == problems.problem_names()
-    assert methods.method_names()[:3] == ["bfgs-wolfe", "bfgs-armijo", "bfgs-fixed"]
+    assert methods.method_names()[:3] == ["adam", "adamw", "momentum"]
     assert problems.problem_names()[0] == "quadratic_deep"

@@ -1,9 +1,8 @@
 """A name -> item registry shared by the method and problem registries.
 
-:mod:`hessopt.bench.methods`, :mod:`hessopt.bench.nn_methods` and :mod:`hessopt.problems.registry` each
-keep one :class:`Registry` and expose thin module-level functions over it. This module is a leaf: it
-imports nothing of hessopt, so that ``problems`` and ``bench`` can both use it without importing each
-other.
+:mod:`hessopt.bench.methods` and :mod:`hessopt.problems.registry` each keep one :class:`Registry` and
+expose thin module-level functions over it. This module is a leaf: it imports nothing of hessopt, so that
+``problems`` and ``bench`` can both use it without importing each other.
 """
 
 from __future__ import annotations

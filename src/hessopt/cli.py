@@ -38,7 +38,7 @@ STUDIES = ("lattice", "hessian-tracking", "trajectories")
 def _csv(text: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
     if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list such as 'adam,bfgs-wolfe'")
+        raise argparse.ArgumentTypeError("expected a comma-separated list such as 'adam,bfgs'")
     return items
 
 
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
     nn = suites.add_parser(
         "nn",
         help="neural-network suite: problems x optimizers x seeds, tuned on separate seeds",
-        description="Run a neural-network suite (hessopt.bench.nn_suite): quick = embedded data "
+        description="Run a neural-network suite (hessopt.bench.nn.suite): quick = embedded data "
         "(quadratic_deep, digits, MNIST-1D, MNIST-5k), full = Fashion-MNIST. Each (problem, method) is "
         "tuned on a log grid of learning rates on the tuning seeds, then run on the evaluation seeds. "
         "Runs already in the store are skipped, so an interrupted suite resumes.",
@@ -216,11 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _bench_functions(args: argparse.Namespace, command: str) -> int:
-    from hessopt.bench import functions_suite as fs
-    from hessopt.bench.store import ResultStore
+    from hessopt.bench.functions import protocol as fp
+    from hessopt.bench.functions import suite as fs
+    from hessopt.bench.harness.store import ResultStore
 
-    base = fs.QUICK if args.quick else fs.FULL
-    protocol = fs.Protocol(
+    base = fp.QUICK if args.quick else fp.FULL
+    protocol = fp.Protocol(
         starts=args.starts or base.starts,
         steps=args.steps or base.steps,
         noise_std=args.noise_std,
@@ -256,11 +257,12 @@ def _bench_functions(args: argparse.Namespace, command: str) -> int:
 def _bench_nn(args: argparse.Namespace, command: str) -> int:
     import dataclasses
 
-    from hessopt.bench import nn_suite
-    from hessopt.bench.store import ResultStore
+    from hessopt.bench.harness.store import ResultStore
+    from hessopt.bench.nn import suite as nn_suite
+    from hessopt.bench.nn.suites import get_suite
     from hessopt.problems.registry import Budget
 
-    suite = nn_suite.get_suite(args.nn_suite)
+    suite = get_suite(args.nn_suite)
     changes: dict = {}
     if args.problems:
         changes["problems"] = tuple(args.problems)
@@ -301,7 +303,7 @@ def _bench_nn(args: argparse.Namespace, command: str) -> int:
 def _bench_studies(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hessopt.bench import hessian_tracking, lattice, trajectories
+    from hessopt.bench.studies import hessian_tracking, lattice, trajectories
 
     chosen = args.only or list(STUDIES)
     unknown = sorted(set(chosen) - set(STUDIES))
@@ -338,7 +340,7 @@ def _report(args: argparse.Namespace, command: str) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from hessopt.bench.store import merge
+    from hessopt.bench.harness.store import merge
 
     written = merge(args.dst, *args.srcs)
     print(f"hessopt: merged {len(args.srcs)} stores into {args.dst}: {written} new runs")
@@ -346,28 +348,24 @@ def _merge(args: argparse.Namespace) -> int:
 
 
 def _list() -> int:
-    from hessopt.bench.methods import all_methods
+    from hessopt.bench.methods import SUITES, all_methods
     from hessopt.problems.functions import FUNCTION_NAMES, get_function, protocol_functions
+    from hessopt.problems.registry import all_problems
 
-    print("methods:")
+    print("methods (the suites each runs in; [tunes ...] in its full grid):")
     for m in all_methods():
-        tuned = f" [tunes {', '.join(m.tune)}]" if m.tune else ""
-        batched = " [batched]" if m.batchable else ""
-        print(f"  {m.name:<14} {m.kind:<9}{tuned}{batched}\n      {m.summary}")
+        suites = ", ".join(s for s in SUITES if s in m.suites) or "-"
+        tuned = sorted({k for setting in m.suites.values() for k in setting.tune})
+        extras = f" [tunes {', '.join(tuned)}]" if tuned else ""
+        extras += " [batched]" if m.coupling == "element" else ""
+        extras += " [not installed]" if m.missing_requirement() else ""
+        print(f"  {m.name:<14} {m.drive:<9} suites: {suites}{extras}\n      {m.summary}")
     protocol = {f.name for f in protocol_functions()}
     print("functions (* = in the protocol; n-D ones at 10-D):")
     for name in FUNCTION_NAMES:
         f = get_function(name)
         mark = "*" if name in protocol else " "
         print(f"  {mark} {name:<17} dim {f.dim:<3} box [{f.lower:g}, {f.upper:g}]  f_min {f.f_min:.6g}")
-    from hessopt.bench.nn_methods import all_nn_methods
-    from hessopt.problems.registry import all_problems
-
-    print("neural-network methods (hessopt bench nn):")
-    for m in all_nn_methods():
-        tuned = f" [tunes {', '.join(m.tune)}]" if m.tune else ""
-        missing = " [not installed]" if m.missing_requirement() else ""
-        print(f"  {m.name:<14} {m.kind:<9}{tuned}{missing}\n      {m.summary}")
     print("neural-network problems:")
     for p in all_problems():
         target = f"{p.target.metric} {'>=' if p.target.maximize else '<='} {p.target.value:g}"

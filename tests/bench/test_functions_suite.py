@@ -9,13 +9,15 @@ import pytest
 import scipy.optimize
 import torch
 
-from hessopt.bench import functions_suite as fs
-from hessopt.bench.methods import Method, get_method
-from hessopt.bench.store import ResultStore, merge
-from hessopt.bench.tuning import geometric_mean, tune
+from hessopt.bench.functions import protocol as fp
+from hessopt.bench.functions import suite as fs
+from hessopt.bench.harness.stats import geometric_mean
+from hessopt.bench.harness.store import ResultStore, merge
+from hessopt.bench.harness.tuning import tune
+from hessopt.bench.methods import Method, Setting, get_method
 from hessopt.problems.functions import BenchmarkFunction, get_function
 
-TINY = fs.Protocol(starts=3, steps=20, tune_starts=2)
+TINY = fp.Protocol(starts=3, steps=20, tune_starts=2)
 
 
 def _rosen_np(x: np.ndarray) -> tuple[float, np.ndarray]:
@@ -26,8 +28,8 @@ def test_momentum_matches_an_independent_reference_with_clamping():
     """Best f among θ_0..θ_c, clamping after each step, SGD(momentum) as m <- mu m + g, θ <- θ - lr m."""
     fn = get_function("rosenbrock")
     lr, mu, steps = 5e-4, 0.9, 40
-    protocol = fs.Protocol(starts=2, steps=steps, tune_starts=1)
-    method = get_method("momentum")
+    protocol = fp.Protocol(starts=2, steps=steps, tune_starts=1)
+    method = get_method("momentum").in_suite("functions")
     (run,) = fs.run_starts(fn, method, method.config({"lr": lr}), [42], protocol)
     x = fn.sample_starts(1, seed0=42)[0].numpy().copy()
     m = np.zeros_like(x)
@@ -50,7 +52,7 @@ def test_momentum_matches_an_independent_reference_with_clamping():
 
 def test_scipy_bfgs_matches_scipy_unclamped():
     fn = get_function("rosenbrock")
-    protocol = fs.Protocol(starts=1, steps=15, tune_starts=1)
+    protocol = fp.Protocol(starts=1, steps=15, tune_starts=1)
     (run,) = fs.run_starts(fn, "scipy-bfgs", {}, [42], protocol)
     x0 = fn.sample_starts(1, seed0=42)[0].numpy()
     values = [_rosen_np(x0)[0]]
@@ -70,10 +72,10 @@ def test_scipy_bfgs_matches_scipy_unclamped():
 
 def test_batched_equals_per_start_and_grid_batch():
     fn = get_function("rosenbrock")
-    method = get_method("adam")
+    method = get_method("adam").in_suite("functions")
     seeds = [42, 43, 44]
     for noise in (0.0, 0.3):
-        protocol = fs.Protocol(starts=3, steps=25, noise_std=noise, tune_starts=1)
+        protocol = fp.Protocol(starts=3, steps=25, noise_std=noise, tune_starts=1)
         configs = [method.config({"lr": 0.03}), method.config({"lr": 0.3})]
         grid = fs.run_grid(fn, method, configs, seeds, protocol)
         for config, batch in zip(configs, grid, strict=True):
@@ -91,27 +93,27 @@ def test_one_long_run_gives_every_budget():
     fn = get_function("beale")
     short = fs.run_starts(
         fn,
-        "bfgs-wolfe",
-        get_method("bfgs-wolfe").config(),
+        "bfgs",
+        get_method("bfgs").in_suite("functions").config(),
         [42, 45],
-        fs.Protocol(starts=1, steps=50, tune_starts=1),
+        fp.Protocol(starts=1, steps=50, tune_starts=1),
     )
     long = fs.run_starts(
         fn,
-        "bfgs-wolfe",
-        get_method("bfgs-wolfe").config(),
+        "bfgs",
+        get_method("bfgs").in_suite("functions").config(),
         [42, 45],
-        fs.Protocol(starts=1, steps=60, tune_starts=1),
+        fp.Protocol(starts=1, steps=60, tune_starts=1),
     )
-    assert fs.Protocol(steps=2000).checkpoints == (50, 250, 2000)
-    assert fs.Protocol(steps=250).checkpoints == (50, 250)
+    assert fp.Protocol(steps=2000).checkpoints == (50, 250, 2000)
+    assert fp.Protocol(steps=250).checkpoints == (50, 250)
     for a, b in zip(short, long, strict=True):
         assert a.curve[50] == b.curve[50]
 
 
 def test_gradient_tolerance_stops_early():
     fn = get_function("sphere")
-    (run,) = fs.run_starts(fn, "bfgs-wolfe", get_method("bfgs-wolfe").config(), [42], TINY)
+    (run,) = fs.run_starts(fn, "bfgs", get_method("bfgs").in_suite("functions").config(), [42], TINY)
     assert run.stop == "gtol" and run.status == "done" and run.steps_taken <= 3
     assert run.grad_norm < 1e-8
     assert run.curve[TINY.steps] == run.curve[run.steps_taken] < 1e-16
@@ -120,10 +122,12 @@ def test_gradient_tolerance_stops_early():
 def test_stalled_closure_method_stops():
     still = Method(
         "test-still",
-        "closure",
+        "still",
         "SGD with a step too small to move θ",
-        factory=lambda params, cfg: torch.optim.SGD(params, lr=1e-300),
-    )
+        "closure",
+        lambda params, cfg: torch.optim.SGD(params, lr=1e-300),
+        suites={"functions": Setting()},
+    ).in_suite("functions")
     (run,) = fs.run_starts(get_function("sphere"), still, {}, [42], TINY)
     assert (run.stop, run.status, run.steps_taken, run.n_evals) == ("stalled", "done", 5, 5)
 
@@ -150,9 +154,9 @@ class _Shifted(BenchmarkFunction):
 
 
 def test_divergence_is_recorded_with_the_best_value_so_far():
-    method = get_method("adam")
+    method = get_method("adam").in_suite("functions")
     config = method.config({"lr": 0.5})
-    protocol = fs.Protocol(starts=2, steps=60, tune_starts=1)
+    protocol = fp.Protocol(starts=2, steps=60, tune_starts=1)
     runs = fs.run_starts(_Shifted(trap=True), method, config, [42, 43], protocol)
     for r in runs:
         assert (r.status, r.stop) == ("diverged", "nonfinite")
@@ -163,7 +167,7 @@ def test_divergence_is_recorded_with_the_best_value_so_far():
             method,
             config,
             [r.seed],
-            fs.Protocol(starts=1, steps=r.steps_taken - 1, tune_starts=1),
+            fp.Protocol(starts=1, steps=r.steps_taken - 1, tune_starts=1),
         )
         assert 1.0 <= r.curve[60] == clean.curve[r.steps_taken - 1]  # x_0 <= 2 keeps f >= 1
         (alone,) = fs.run_starts(_Shifted(trap=True), method, config, [r.seed], protocol)
@@ -180,7 +184,7 @@ def test_tuning_uses_only_tuning_seeds(monkeypatch):
         return original(self, n, seed0=seed0, dtype=dtype)
 
     monkeypatch.setattr(BenchmarkFunction, "sample_starts", spy)
-    protocol = fs.Protocol(starts=4, steps=10, tune_starts=3)
+    protocol = fp.Protocol(starts=4, steps=10, tune_starts=3)
     for name in ("adam", "bfgs-fixed"):
         seen.clear()
         outcome = fs.tune_on_function(fn, name, protocol)
@@ -189,13 +193,14 @@ def test_tuning_uses_only_tuning_seeds(monkeypatch):
         objectives = [t["objective"] for t in outcome.trials]
         assert outcome.objective == min(objectives)
         assert outcome.chosen == outcome.trials[objectives.index(min(objectives))]["params"]
-        assert [t["params"]["lr"] for t in outcome.trials] == list(get_method(name).tune["lr"])
+        grid = get_method(name).in_suite("functions").tune["lr"]
+        assert [t["params"]["lr"] for t in outcome.trials] == list(grid)
     with pytest.raises(ValueError, match="overlap"):
-        fs.Protocol(starts=20, tune_seed0=50)
+        fp.Protocol(starts=20, tune_seed0=50)
 
 
 def test_tune_rules():
-    method = get_method("momentum")
+    method = get_method("momentum").in_suite("functions")
     received = []
 
     def evaluate(configs, seeds):
@@ -216,7 +221,7 @@ def test_tune_rules():
 
 SUITE_ARGS = {
     "functions": ["rosenbrock", "beale"],
-    "methods": ["adam", "bfgs-wolfe", "scipy-bfgs"],
+    "methods": ["adam", "bfgs", "scipy-bfgs"],
     "protocol": TINY,
     "progress": False,
 }
@@ -229,7 +234,7 @@ def _snapshot(path) -> dict:
                 r.status,
                 {k: v for k, v in r.summary.items() if k != "batch"},
             )
-            for r in st.runs(fs.SUITE)
+            for r in st.runs(fp.SUITE)
         }
 
 

@@ -1,4 +1,4 @@
-"""Tests of hessopt.bench.lattice (Duda's lattice reproduction study, ogr.md §6 and §10 checks 12-13).
+"""Tests of hessopt.bench.studies.lattice (Duda's lattice reproduction study, ogr.md §6 and §10 checks 12-13).
 
 References are independent of the code under test: the lattices are rebuilt with itertools, Duda's momentum
 is an explicit float64 loop of m ← γm + (1−γ)g, θ ← θ − αm, batched runs are compared with plain per-start
@@ -15,8 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from hessopt.bench import lattice as L
-from hessopt.bench.lattice import (
+from hessopt.bench import methods
+from hessopt.bench.methods import Method, Setting, get_method
+from hessopt.bench.studies import lattice as L
+from hessopt.bench.studies.lattice import (
     DEFAULT_METHODS,
     EXPERIMENTS,
     METHODS,
@@ -89,7 +91,7 @@ def test_method_settings():
     x = torch.zeros(3, dtype=torch.float64)
     g = build_optimizer("ogr", "beale3d", [x]).param_groups[0]
     assert (g["beta"], g["gamma"], g["div"], g["cut"], g["mean_init"]) == (0.5, 0.4, 1.5, 10.0, "first")
-    g = build_optimizer("dogr", "beale3d", [x]).param_groups[0]
+    g = build_optimizer("diag-ogr", "beale3d", [x]).param_groups[0]
     assert (g["beta"], g["gamma"], g["div"], g["cut"]) == (0.4, 0.3, 1.4, 5.0)
     for exp, lr, sgd_lr in (("beale2d", 0.4, 0.017 * 0.5), ("beale3d", 0.6, 0.004 * 0.5)):
         g = build_optimizer("adam", exp, [x]).param_groups[0]
@@ -196,10 +198,14 @@ def test_noise_generator_streams():
         noise_generator(0, 1_000_000)
 
 
-def test_divergence_counts_as_inf():
+def test_divergence_counts_as_inf(monkeypatch):
     """A start whose f or gradient overflows stops there and counts as +inf, in every batching mode."""
-    for batching in ("rows", "tensors", "separate"):
-        big = LatticeMethod("sgd-big", torch.optim.SGD, {"2d": {"lr": 1.0}}, batching, "diverges")
+    for coupling, batching in (("element", "rows"), ("tensor", "tensors"), ("all", "separate")):
+        sgd = Method(f"sgd-{coupling}", "SGD", "plain SGD", "gradient", get_method("momentum").factory,
+                     suites={"functions": Setting()}, coupling=coupling)
+        monkeypatch.setitem(methods._REGISTRY, sgd.name, sgd)
+        big = LatticeMethod("sgd-big", sgd.name, {"2d": {"lr": 1.0}}, "diverges")
+        assert big.batching == batching
         row = run_one(SMALL_2D, big, noise_seed=0)
         assert row["diverged"] > 0, batching
         assert sum(math.isinf(v) for v in row["finals"]) == row["diverged"]
@@ -285,8 +291,8 @@ def test_bad_input():
         run_study(["beale2d"], ["adam"], workers=0)
     with pytest.raises(ValueError, match="metric"):
         LatticeExperiment("x", "beale", ((0.0,), (0.0,)), 1, "median", "2d", "")
-    with pytest.raises(ValueError, match="batching"):
-        LatticeMethod("x", torch.optim.SGD, {}, "vmap", "")
+    with pytest.raises(ValueError, match="unknown method"):
+        LatticeMethod("x", "no-such-method", {}, "")
     assert L.NOISE_STD == 0.1
 
 

@@ -1,4 +1,4 @@
-"""The NN section of the report (hessopt.bench.nn_report), performance ratios, the HTML page, the CLI:
+"""The NN section of the report (hessopt.bench.nn.report), performance ratios, the HTML page, the CLI:
 a store with hand-chosen values whose tables are computed here by hand, and one real tiny suite."""
 
 from __future__ import annotations
@@ -8,12 +8,13 @@ import re
 
 import pytest
 
-from hessopt.bench import nn_suite
-from hessopt.bench.markdown import to_html
-from hessopt.bench.nn_report import nn_suite_names, seed_band
-from hessopt.bench.plots import performance_ratios
+from hessopt.bench.harness.store import ResultStore, RunRecord
+from hessopt.bench.nn import suite as nn_suite
+from hessopt.bench.nn import suites as nn_suites
+from hessopt.bench.nn.report import nn_suite_names, seed_band
+from hessopt.bench.render.html import to_html
+from hessopt.bench.render.plots import performance_ratios
 from hessopt.bench.report import write_report
-from hessopt.bench.store import ResultStore, RunRecord
 from hessopt.cli import main
 from hessopt.problems.registry import Budget
 
@@ -229,7 +230,7 @@ def test_cli_report_defaults_and_errors(tmp_path, monkeypatch, capsys):
 
 
 def test_report_of_a_real_tiny_suite(tmp_path):
-    suite = nn_suite.NNSuite(
+    suite = nn_suites.NNSuite(
         name="nn-quick",
         problems=("quadratic_deep",),
         methods=("adam", "lbfgs"),

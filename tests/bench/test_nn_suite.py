@@ -1,5 +1,5 @@
-"""Neural-network suites (hessopt.bench.nn_suite, nn_methods): runner against a reference, divergence,
-tuning seeds, resume after an interruption and after SIGKILL, shards, skipped methods, the CLI."""
+"""Neural-network suites (hessopt.bench.nn.suite, the method registry): runner against a reference,
+divergence, tuning seeds, resume after an interruption and after SIGKILL, shards, skipped methods, the CLI."""
 
 from __future__ import annotations
 
@@ -14,15 +14,16 @@ import time
 import pytest
 import torch
 
-from hessopt.bench import nn_methods, nn_suite
-from hessopt.bench.methods import adam_factory, momentum_factory
-from hessopt.bench.nn_methods import NNMethod, get_nn_method
-from hessopt.bench.store import ResultStore, canonical_json, merge
+from hessopt.bench import methods
+from hessopt.bench.harness.store import ResultStore, canonical_json, merge
+from hessopt.bench.methods import Method, Setting, get_method
+from hessopt.bench.nn import suite as nn_suite
+from hessopt.bench.nn import suites as nn_suites
 from hessopt.cli import main
 from hessopt.problems import registry
 from hessopt.problems.registry import Budget
 
-TINY = nn_suite.NNSuite(
+TINY = nn_suites.NNSuite(
     name="nn-test",
     problems=("digits_mlp",),
     methods=("momentum", "lbfgs"),
@@ -143,15 +144,16 @@ def test_diverging_configuration_is_recorded_as_diverged_with_its_metrics(tmp_pa
     assert s["final_test_loss"] is not None  # the step-0 evaluation is kept
 
     # inside a suite: the diverging grid point is stored as diverged and tuning picks the other one
-    method = NNMethod(
+    method = Method(
         "test-sgd",
-        "gradient",
+        "SGD",
         "SGD for the divergence test",
-        momentum_factory,
+        "gradient",
+        get_method("momentum").factory,
         hyper={"momentum": 0.0},
-        tune={"lr": (0.01, 1000.0)},
+        suites={"nn": Setting(tune={"lr": (0.01, 1000.0)})},
     )
-    monkeypatch.setitem(nn_methods._REGISTRY, "test-sgd", method)
+    monkeypatch.setitem(methods._REGISTRY, "test-sgd", method)
     suite = dataclasses.replace(
         TINY, problems=("quadratic_deep",), methods=("test-sgd",), budget=Budget(steps=30)
     )
@@ -224,7 +226,7 @@ def test_interrupted_suite_resumes_and_runs_everything_once(tmp_path, monkeypatc
 # deterministically (a run in flight or not, SIGKILL gives no chance to clean up).
 _FREEZE_AFTER_TWO_RUNS = """
 import sys, time
-from hessopt.bench.store import ResultStore
+from hessopt.bench.harness.store import ResultStore
 from hessopt.cli import main
 original = ResultStore.add_run
 def add_run(self, rec):
@@ -279,9 +281,9 @@ def test_killed_suite_resumes_and_every_run_completes_exactly_once(tmp_path):
 
 
 def test_shards_partition_the_pairs_and_merge_into_the_whole_suite(tmp_path, reference_store):
-    whole, _ = nn_suite.plan(nn_suite.QUICK)
+    whole, _ = nn_suite.plan(nn_suites.QUICK)
     key = lambda p: (p.problem.name, p.method.name)  # noqa: E731
-    parts = [{key(p) for p in nn_suite.plan(nn_suite.QUICK, (i, 3))[0]} for i in (1, 2, 3)]
+    parts = [{key(p) for p in nn_suite.plan(nn_suites.QUICK, (i, 3))[0]} for i in (1, 2, 3)]
     assert sum(len(p) for p in parts) == len(whole) and set().union(*parts) == {key(p) for p in whole}
     paths = [tmp_path / "s1.sqlite", tmp_path / "s2.sqlite"]
     planned = []
@@ -299,15 +301,17 @@ def test_shards_partition_the_pairs_and_merge_into_the_whole_suite(tmp_path, ref
 
 
 def test_methods_that_cannot_run_are_skipped_with_a_reason(tmp_path, monkeypatch):
-    absent = NNMethod(
+    absent = Method(
         "needs-absent",
-        "gradient",
+        "absent",
         "a method whose package is missing",
-        adam_factory,
+        "gradient",
+        get_method("adam").factory,
         hyper={"betas": [0.9, 0.999], "eps": 1e-8, "lr": 1e-3},
+        suites={"nn": Setting()},
         requires="hessopt_no_such_package",
     )
-    monkeypatch.setitem(nn_methods._REGISTRY, "needs-absent", absent)
+    monkeypatch.setitem(methods._REGISTRY, "needs-absent", absent)
     suite = dataclasses.replace(
         TINY, problems=("quadratic_deep", "digits_mlp"), methods=("needs-absent", "bfgs")
     )
@@ -317,18 +321,21 @@ def test_methods_that_cannot_run_are_skipped_with_a_reason(tmp_path, monkeypatch
         assert any("bfgs on digits_mlp" in n and "exceed" in n for n in out.notes)
         assert {(r.problem, r.method) for r in st.runs("nn-test")} == {("quadratic_deep", "bfgs")}
     with pytest.raises(ValueError, match="<= 1000 parameters"):
-        nn_suite.run_one("digits_mlp", "bfgs", dict(get_nn_method("bfgs").hyper), 0, budget=Budget(steps=1))
+        bfgs = dict(get_method("bfgs").in_suite("nn").hyper)
+        nn_suite.run_one("digits_mlp", "bfgs", bfgs, 0, budget=Budget(steps=1))
 
 
 def test_curvature_and_gradient_counts_per_kind():
     pytest.importorskip("pytorch_optimizer")
     budget = Budget(steps=12)
     for name, lr, calls in (("adahessian", 0.1, 12), ("sophiah", 0.3, 2)):
-        r = nn_suite.run_one("quadratic_deep", name, get_nn_method(name).config({"lr": lr}), 0, budget=budget)
+        config = get_method(name).in_suite("nn").config({"lr": lr})
+        r = nn_suite.run_one("quadratic_deep", name, config, 0, budget=budget)
         assert r.status == "done", r.error
         assert (r.summary["curvature_calls"], r.summary["grad_evals"]) == (calls, 12)
         assert r.summary["final_test_loss"] < r.metrics[1][2]  # test loss went down from step 0
-    r = nn_suite.run_one("quadratic_deep", "lbfgs", dict(get_nn_method("lbfgs").hyper), 0, budget=budget)
+    lbfgs = dict(get_method("lbfgs").in_suite("nn").hyper)
+    r = nn_suite.run_one("quadratic_deep", "lbfgs", lbfgs, 0, budget=budget)
     assert r.summary["grad_evals"] >= 12 and r.summary["curvature_calls"] == 0
 
 
@@ -336,7 +343,7 @@ def test_seconds_budget_stops_and_evaluates():
     r = nn_suite.run_one(
         "quadratic_deep",
         "adam",
-        get_nn_method("adam").config({"lr": 1e-2}),
+        get_method("adam").in_suite("nn").config({"lr": 1e-2}),
         0,
         budget=Budget(steps=10**6, seconds=0.05),
         evaluations=2,

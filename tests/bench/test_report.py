@@ -7,15 +7,15 @@ import math
 import numpy as np
 import pytest
 
+from hessopt.bench.harness.store import ResultStore, RunRecord
 from hessopt.bench.report import write_report
-from hessopt.bench.store import ResultStore, RunRecord
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 VALUES = {  # (problem, method) -> best f - f_min of three starts at budgets 5 and 20
     ("sphere-10d", "adam"): ([1.0, 0.5, 2.0], [0.0, 1e-9, 1e-3]),
-    ("sphere-10d", "bfgs-wolfe"): ([1e-3, 1e-2, 1e-1], [1e-20, 1e-18, 1e-16]),
+    ("sphere-10d", "bfgs"): ([1e-3, 1e-2, 1e-1], [1e-20, 1e-18, 1e-16]),
     ("beale-2d", "adam"): ([3.0, 3.0, 3.0], [0.5, 0.25, 2.0]),
-    ("beale-2d", "bfgs-wolfe"): ([1.0, 1.0, 1.0], [1e-12, 0.7, 1e-10]),
+    ("beale-2d", "bfgs"): ([1.0, 1.0, 1.0], [1e-12, 0.7, 1e-10]),
 }
 
 
@@ -87,13 +87,13 @@ def test_report_tables_and_figures(tmp_path):
     assert "`hessopt bench functions --steps 20`" in text
     # success fraction at 20 steps, functions in protocol order, methods in registry order
     i = lines.index("### Budget 20 steps")
-    h = lines.index("| function | bfgs-wolfe | adam |", i)
+    h = lines.index("| function | adam | bfgs |", i)
     table = lines[h:]
-    assert table[2] == "| sphere-10d | 1.00 (3/3) | 0.67 (2/3) |"
-    assert table[3] == "| beale-2d | 0.67 (2/3) | 0.00 (0/3) |"
-    j = lines.index("| function | bfgs-wolfe | adam |", h + 1)
-    geo_sphere = f"{_geo(VALUES[('sphere-10d', 'bfgs-wolfe')][1]):.2e}"
-    assert lines[j + 2] == f"| sphere-10d | {geo_sphere} | {_geo(VALUES[('sphere-10d', 'adam')][1]):.2e} |"
+    assert table[2] == "| sphere-10d | 0.67 (2/3) | 1.00 (3/3) |"
+    assert table[3] == "| beale-2d | 0.00 (0/3) | 0.67 (2/3) |"
+    j = lines.index("| function | adam | bfgs |", h + 1)
+    geo_sphere = f"{_geo(VALUES[('sphere-10d', 'bfgs')][1]):.2e}"
+    assert lines[j + 2] == f"| sphere-10d | {_geo(VALUES[('sphere-10d', 'adam')][1]):.2e} | {geo_sphere} |"
     assert f"{_geo([0.0, 1e-9, 1e-3]):.2e}" == "1.00e-104"  # the 1e-300 floor keeps the exact 0 finite
     k = lines.index("### Budget 5 steps")
     assert "| beale-2d | 0.00 (0/3) | 0.00 (0/3) |" in lines[k:i]

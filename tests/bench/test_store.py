@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from hessopt.bench.store import ResultStore, RunRecord, canonical_json, merge
+from hessopt.bench.harness.store import ResultStore, RunRecord, canonical_json, merge
 
 
 def _record(

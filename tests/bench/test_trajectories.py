@@ -1,4 +1,4 @@
-"""Tests of hessopt.bench.trajectories.
+"""Tests of hessopt.bench.studies.trajectories.
 
 References: a hand-written numpy Adam (Kingma & Ba 2015, Algorithm 1) for Adam's path, a quadratic's closed
 form for values and minimum, the boxes for clamping. float64; tolerances are explicit.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from hessopt.bench import trajectories as tj
+from hessopt.bench.studies import trajectories as tj
 from hessopt.problems.functions import get_function
 from hessopt.problems.quadratic import QuadraticFunction
 

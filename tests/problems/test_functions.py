@@ -415,7 +415,7 @@ def test_lattice_starts():
 
 
 def test_registry_names_dims_and_protocol():
-    assert len(FUNCTION_NAMES) == 13 and len(set(FUNCTION_NAMES)) == 13
+    assert len(FUNCTION_NAMES) == 14 and len(set(FUNCTION_NAMES)) == 14
     for name in FUNCTION_NAMES:
         assert get_function(name).name == name
     assert get_function("Goldstein-Price").name == "goldstein_price"

@@ -1,29 +1,33 @@
-"""Registry of optimizer configurations ("methods") that benchmark suites run.
+"""The one registry of methods: every suite, study, report and the optimizer contract battery reads it.
 
-A :class:`Method` is a name, a kind that says how a suite drives it, its fixed hyper-parameters
-(recorded in every run's configuration) and the step-size hyper-parameters that are tuned per
-problem, each with its log-spaced grid. Line-search methods tune nothing.
+A :class:`Method` is an optimizer configuration under one name: how a step is driven, its factory, its
+fixed hyper-parameters, and per suite (``"functions"``, ``"nn"``) a :class:`Setting` with the suite's own
+fixed values and tuning grids. A method runs in the suites it has a setting for. ``contract`` lists the
+cases of the optimizer contract battery (``tests/contract``) that check it, each a :class:`Contract`.
 
-Kinds:
+Adding an optimizer to every suite, study and the contract battery is one :func:`register` call in this
+file (see ``docs/architecture.md``).
 
-* ``"gradient"``: a ``torch.optim.Optimizer`` stepped with ``opt.step()`` after the suite has set
-  ``p.grad`` (one gradient evaluation per step). ``elementwise=True`` declares that every coordinate's
-  update depends only on that coordinate's own history (Adam, SGD with momentum): the rows of an
-  ``(n, dim)`` parameter are then independent problems, and a suite may run n starts as one batch.
-* ``"closure"``: a ``torch.optim.Optimizer`` stepped with ``opt.step(closure)``; one ``step()`` is one
-  iteration, which may evaluate the closure several times (line searches).
-* ``"scipy"``: not a torch optimizer; the suite drives ``scipy.optimize.minimize`` itself (see
-  :mod:`hessopt.bench.functions_suite`), so ``factory`` is None.
+Drives (how one step is taken):
 
-Built-in entries (defaults and their sources in each ``summary``): ``ogr``, ``ogr-r2``, ``ogr-wolfe``
-(hessopt OGR with its defaults, with the 2025 benchmark's settings, with line search), ``diag-ogr``
-(hessopt DiagOGR), ``bfgs-wolfe``, ``bfgs-armijo``,
-``bfgs-fixed`` (hessopt BFGS), ``scipy-bfgs``, ``lbfgs`` (torch.optim.LBFGS), ``adam``, ``momentum``.
-A new optimizer joins with one :func:`register` call.
+* ``"gradient"``: the runner sets ``p.grad`` (``zero_grad``, loss, ``backward()``) then calls
+  ``opt.step()``: one gradient evaluation per step.
+* ``"closure"``: ``opt.step(closure)``, ``torch.optim.LBFGS``'s convention: the closure zeroes the
+  gradients, computes the loss, calls ``backward()`` and returns the loss; it may be called several
+  times per step (line searches), each call one gradient evaluation.
+* ``"hessian"``: the optimizer takes Hutchinson estimates from a double-backward graph
+  (``loss.backward(create_graph=True)`` every ``update_period`` steps, a plain ``backward()`` otherwise;
+  AdaHessian, SophiaH); each estimate costs ``num_samples`` Hessian-vector products.
+* ``"scipy"``: not a torch optimizer; the test-function suite drives ``scipy.optimize.minimize``.
+
+Coupling (what may be batched): ``"element"`` (each coordinate's update depends only on its own history:
+n starts may run as the rows of one ``(n, dim)`` tensor), ``"tensor"`` (per parameter tensor: one
+optimizer over n separate tensors), ``"all"`` (one optimizer per start).
 """
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -35,29 +39,49 @@ from hessopt._registry import Registry
 from hessopt.optim import BFGS, OGR, DiagOGR
 
 __all__ = [
-    "KINDS",
+    "COUPLINGS",
+    "DRIVES",
+    "SUITES",
+    "Contract",
     "Method",
-    "register",
-    "get_method",
-    "method_names",
+    "Setting",
+    "SuiteMethod",
     "all_methods",
+    "get_method",
     "log_grid",
-    "adam_factory",
-    "momentum_factory",
-    "lbfgs_factory",
+    "method_names",
+    "methods_in",
+    "register",
 ]
 
-KINDS = ("gradient", "closure", "scipy")
+DRIVES = ("gradient", "closure", "hessian", "scipy")
+COUPLINGS = ("element", "tensor", "all")
+SUITES = ("functions", "nn")
+GRIDS = ("full", "quick")
 
 Factory = Callable[[Sequence[Any], Mapping[str, Any]], torch.optim.Optimizer]
 """``factory(params, config)``: ``params`` as torch.optim takes them (tensors or param-group dicts)."""
 
+FLAT_NONFINITE_COUNTER = ("state", 0, "nonfinite_skips")
+"""Where hessopt optimizers count skipped non-finite steps in ``state_dict()`` (the flat-state slot)."""
+
 
 def log_grid(lo_exp: float, hi_exp: float, per_decade: int = 2) -> tuple[float, ...]:
-    """``10**e`` for e from ``lo_exp`` to ``hi_exp`` inclusive, ``per_decade`` points per decade.
+    """Log-spaced grid ``10**e`` for ``e`` from ``lo_exp`` to ``hi_exp`` inclusive.
 
-    Values are rounded to 12 significant digits so that the grid (and every configuration that holds
-    one of its values) has the same JSON text on every machine.
+    Values are rounded to 12 significant digits so that a grid (and every configuration holding one of
+    its values) has the same JSON text on every machine.
+
+    Args:
+        lo_exp: exponent of the first point.
+        hi_exp: exponent of the last point.
+        per_decade: points per decade.
+
+    Returns:
+        The ascending grid.
+
+    Raises:
+        ValueError: when ``hi_exp < lo_exp`` or ``per_decade < 1``.
     """
     if hi_exp < lo_exp or per_decade < 1:
         raise ValueError(f"need lo_exp <= hi_exp and per_decade >= 1, got {lo_exp}, {hi_exp}, {per_decade}")
@@ -65,53 +89,267 @@ def log_grid(lo_exp: float, hi_exp: float, per_decade: int = 2) -> tuple[float, 
     return tuple(float(f"{10 ** (lo_exp + k / per_decade):.12g}") for k in range(n + 1))
 
 
+def _frozen(mapping: Mapping[str, Any]) -> MappingProxyType:
+    return MappingProxyType(dict(mapping))
+
+
+def _check_grids(owner: str, fixed: Mapping[str, Any], grids: Mapping[str, Sequence[float]]) -> None:
+    for pname, grid in grids.items():
+        if pname in fixed:
+            raise ValueError(f"{owner}: {pname!r} is both fixed (hyper) and tuned")
+        if len(grid) == 0 or list(grid) != sorted(grid):
+            raise ValueError(f"{owner}: the grid of {pname!r} must be non-empty and ascending")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one suite runs a method.
+
+    Attributes:
+        hyper: fixed values for this suite, over the method's own ``hyper``.
+        tune: hyper-parameters tuned per problem in the full protocol, name -> ascending grid.
+        quick_tune: the same names with the quick protocol's (smaller) grids; default ``tune``.
+        note: appended to the method's summary in this suite (grids, the suite's own choices).
+    """
+
+    hyper: Mapping[str, Any] = field(default_factory=dict)
+    tune: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    quick_tune: Mapping[str, tuple[float, ...]] | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        quick = self.tune if self.quick_tune is None else self.quick_tune
+        if set(quick) != set(self.tune):
+            raise ValueError(
+                f"quick_tune must tune the same names as tune ({sorted(self.tune)}), got {sorted(quick)}"
+            )
+        object.__setattr__(self, "hyper", _frozen(self.hyper))
+        object.__setattr__(self, "tune", _frozen({k: tuple(v) for k, v in self.tune.items()}))
+        object.__setattr__(self, "quick_tune", _frozen({k: tuple(v) for k, v in quick.items()}))
+
+
+@dataclass(frozen=True)
+class Contract:
+    """One case of the optimizer contract battery (``tests/contract``) for a method.
+
+    The battery builds the optimizer as ``method.factory(params, {**method.hyper, **hyper, **overrides})``
+    on its small float64 problems.
+
+    Attributes:
+        label: case id suffix (the case is called ``"<method>"`` or ``"<method>(<label>)"``).
+        hyper: values for the battery's small problems (e.g. a learning rate that suits them).
+        needs_closure: whether ``step()`` requires a closure (then ``step()`` without one must raise);
+            None means "the method's drive is ``"closure"``".
+        group_hparam: a hyper-parameter that may differ between param groups (default ``"lr"``), or None
+            when the optimizer requires equal values in all groups (implied when ``shared_hparam`` is set).
+        group_hparam_off: the value of ``group_hparam`` that makes a group's step exactly zero.
+        shared_hparam: ``(name, value_group_0, value_group_1)``: unequal per-group values the constructor
+            must reject with a ValueError naming ``name``.
+        invalid: ``(constructor kwargs, text)`` pairs: each must raise an error whose message contains
+            ``text`` (the argument's name).
+        skips_nonfinite: True for optimizers with hessopt's ``nonfinite="skip"|"raise"`` policy; False only
+            for controls (the skip checks then run as strict xfail).
+        nonfinite_counter: path into ``state_dict()`` of the skipped-step counter.
+        scalar_state_keys: state keys exempt from "floating state follows the parameters' dtype/device".
+        supports_ddp: run the DistributedDataParallel equivalence check.
+        ddp_atol: tolerance of DDP vs one process on the concatenated batch (float64).
+        group_split_atol: tolerance of "two equal param groups" vs "one group" (float64).
+        decrease_steps: steps of the convex least-squares decrease check.
+        decrease_factor: the loss after ``decrease_steps`` must be at most this times the initial loss.
+        not_applicable: ``{check key: reason}`` for documented behaviour a check does not cover.
+    """
+
+    label: str = ""
+    hyper: Mapping[str, Any] = field(default_factory=dict)
+    needs_closure: bool | None = None
+    group_hparam: str | None = "lr"
+    group_hparam_off: Any = 0.0
+    shared_hparam: tuple[str, Any, Any] | None = None
+    invalid: Sequence[tuple[Mapping[str, Any], str]] = ()
+    skips_nonfinite: bool = True
+    nonfinite_counter: tuple[Any, ...] | None = FLAT_NONFINITE_COUNTER
+    scalar_state_keys: frozenset[str] = frozenset()
+    supports_ddp: bool = True
+    ddp_atol: float = 1e-12
+    group_split_atol: float = 1e-12
+    decrease_steps: int = 5
+    decrease_factor: float = 0.5
+    not_applicable: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.shared_hparam is not None and self.group_hparam == "lr":
+            object.__setattr__(self, "group_hparam", None)  # the default gives way to shared_hparam
+        if (self.group_hparam is None) == (self.shared_hparam is None):
+            raise ValueError("a contract sets exactly one of group_hparam and shared_hparam")
+        if self.skips_nonfinite and self.nonfinite_counter is None:
+            raise ValueError("an optimizer that skips non-finite steps needs nonfinite_counter")
+        object.__setattr__(self, "hyper", _frozen(self.hyper))
+        object.__setattr__(self, "not_applicable", _frozen(self.not_applicable))
+
+
 @dataclass(frozen=True)
 class Method:
-    """One optimizer configuration of the benchmark.
+    """One optimizer configuration under one name.
 
-    ``hyper``: fixed hyper-parameters passed to ``factory`` and recorded in each run's configuration.
-    ``tune``: hyper-parameters tuned per problem, name -> grid (ascending).
+    Attributes:
+        name: the registry key, used in stores, reports and on the command line.
+        label: display name in figures and study tables.
+        summary: what the configuration is and where its values come from.
+        drive: how a step is taken (see the module docstring).
+        factory: ``factory(params, config)``; None for ``"scipy"``.
+        hyper: fixed hyper-parameters common to every suite.
+        suites: per suite, its :class:`Setting`; the method runs in exactly these suites.
+        coupling: ``"element"``, ``"tensor"`` or ``"all"`` (what may be batched).
+        max_params: the method runs only on problems with at most this many parameters.
+        requires: an optional package the factory imports (skipped with a message when absent).
+        contract: the contract-battery cases of this method (empty: not in the battery).
     """
 
     name: str
-    kind: str
+    label: str
     summary: str
+    drive: str
+    factory: Factory | None
     hyper: Mapping[str, Any] = field(default_factory=dict)
-    tune: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
-    elementwise: bool = False
-    factory: Factory | None = None
+    suites: Mapping[str, Setting] = field(default_factory=dict)
+    coupling: str = "all"
+    max_params: int | None = None
+    requires: str | None = None
+    contract: Sequence[Contract] = ()
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
             raise ValueError(f"name must be a non-empty string, got {self.name!r}")
-        if self.kind not in KINDS:
-            raise ValueError(f"kind of method {self.name!r} must be one of {KINDS}, got {self.kind!r}")
-        if (self.factory is None) != (self.kind == "scipy"):
+        if self.drive not in DRIVES:
+            raise ValueError(f"drive of method {self.name!r} must be one of {DRIVES}, got {self.drive!r}")
+        if self.coupling not in COUPLINGS:
+            raise ValueError(f"coupling of {self.name!r} must be one of {COUPLINGS}, got {self.coupling!r}")
+        if (self.factory is None) != (self.drive == "scipy"):
             raise ValueError(
-                f"method {self.name!r}: factory is required for torch kinds and None for 'scipy'"
+                f"method {self.name!r}: factory is required for torch drives and None for 'scipy'"
             )
-        if self.elementwise and self.kind != "gradient":
-            raise ValueError(f"method {self.name!r}: only 'gradient' methods can be elementwise (batched)")
-        for pname, grid in self.tune.items():
-            if pname in self.hyper:
-                raise ValueError(f"method {self.name!r}: {pname!r} is both fixed (hyper) and tuned")
-            if len(grid) == 0 or list(grid) != sorted(grid):
-                raise ValueError(
-                    f"method {self.name!r}: the grid of {pname!r} must be non-empty and ascending"
-                )
-        object.__setattr__(self, "hyper", MappingProxyType(dict(self.hyper)))
-        object.__setattr__(self, "tune", MappingProxyType({k: tuple(v) for k, v in self.tune.items()}))
+        if self.coupling == "element" and self.drive != "gradient":
+            raise ValueError(f"method {self.name!r}: only 'gradient' methods can be batched elementwise")
+        unknown = set(self.suites) - set(SUITES)
+        if unknown:
+            raise ValueError(f"method {self.name!r}: unknown suites {sorted(unknown)}; known: {SUITES}")
+        for suite, setting in self.suites.items():
+            fixed = {**self.hyper, **setting.hyper}
+            _check_grids(f"method {self.name!r} in suite {suite!r}", fixed, setting.tune)
+            _check_grids(f"method {self.name!r} in suite {suite!r}", fixed, setting.quick_tune)
+        if self.drive == "hessian":
+            for setting in self.suites.values():
+                if "update_period" not in {**self.hyper, **setting.hyper}:
+                    raise ValueError(f"method {self.name!r}: a 'hessian' method must fix update_period")
+        if self.max_params is not None and (isinstance(self.max_params, bool) or self.max_params < 1):
+            raise ValueError(f"method {self.name!r}: max_params must be a positive int or None")
+        labels = [c.label for c in self.contract]
+        if len(set(labels)) != len(labels):
+            raise ValueError(f"method {self.name!r}: contract case labels must be distinct, got {labels}")
+        object.__setattr__(self, "hyper", _frozen(self.hyper))
+        object.__setattr__(self, "suites", _frozen(self.suites))
+        object.__setattr__(self, "contract", tuple(self.contract))
+
+    def in_suite(self, suite: str, grid: str = "full") -> SuiteMethod:
+        """This method as suite ``suite`` runs it, with the ``"full"`` or ``"quick"`` tuning grid.
+
+        Args:
+            suite: ``"functions"`` or ``"nn"``.
+            grid: which of the setting's grids becomes ``tune``.
+
+        Returns:
+            The resolved :class:`SuiteMethod`.
+
+        Raises:
+            ValueError: when the method does not run in ``suite`` or ``grid`` is unknown.
+        """
+        if grid not in GRIDS:
+            raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
+        if suite not in self.suites:
+            runs_in = ", ".join(self.suites) or "no suite"
+            raise ValueError(
+                f"method {self.name!r} does not run in the {suite!r} suite (it runs in: {runs_in})"
+            )
+        setting = self.suites[suite]
+        note = f"; {setting.note}" if setting.note else ""
+        return SuiteMethod(
+            method=self,
+            suite=suite,
+            hyper=_frozen({**self.hyper, **setting.hyper}),
+            tune=setting.tune if grid == "full" else setting.quick_tune,
+            summary=self.summary + note,
+        )
+
+    def contract_config(self, case: Contract, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The configuration the contract battery builds ``case`` with (plus ``overrides``)."""
+        return {**self.hyper, **case.hyper, **(overrides or {})}
+
+    def needs_closure(self, case: Contract) -> bool:
+        """Whether the contract case ``case`` of this method requires a closure in ``step()``."""
+        return self.drive == "closure" if case.needs_closure is None else case.needs_closure
+
+    def missing_requirement(self) -> str | None:
+        """None when runnable, else why not and the fix."""
+        if self.requires is None or importlib.util.find_spec(self.requires) is not None:
+            return None
+        return (
+            f"method {self.name!r} needs the package {self.requires!r}, which is not installed; "
+            "install the peers extra (see the README) to include it"
+        )
+
+
+@dataclass(frozen=True)
+class SuiteMethod:
+    """A method resolved for one suite and grid: what the suite's runner and tuner read.
+
+    Attributes:
+        method: the registered :class:`Method`.
+        suite: the suite it was resolved for.
+        hyper: fixed hyper-parameters (the method's, then the suite's).
+        tune: the tuned names and the chosen grid.
+        summary: the method's summary with the suite's note.
+    """
+
+    method: Method
+    suite: str
+    hyper: Mapping[str, Any]
+    tune: Mapping[str, tuple[float, ...]]
+    summary: str
+
+    @property
+    def name(self) -> str:
+        """The method's name."""
+        return self.method.name
+
+    @property
+    def drive(self) -> str:
+        """How a step is taken."""
+        return self.method.drive
+
+    @property
+    def max_params(self) -> int | None:
+        """The largest problem (number of parameters) the method runs on; None: no limit."""
+        return self.method.max_params
 
     @property
     def batchable(self) -> bool:
         """True when n independent starts may run as the rows of one ``(n, dim)`` parameter."""
-        return self.kind == "gradient" and self.elementwise
+        return self.method.coupling == "element"
 
     def config(self, tuned: Mapping[str, float] | None = None) -> dict[str, Any]:
-        """The complete hyper-parameter set: ``hyper`` plus one value for every tuned name."""
+        """The complete hyper-parameter set: ``hyper`` plus one value for every tuned name.
+
+        Args:
+            tuned: a value for every tuned name.
+
+        Returns:
+            The configuration passed to the factory and recorded with each run.
+
+        Raises:
+            ValueError: when ``tuned`` misses a tuned name or has an unknown one.
+        """
         tuned = dict(tuned or {})
-        missing = set(self.tune) - set(tuned)
-        extra = set(tuned) - set(self.tune)
+        missing, extra = set(self.tune) - set(tuned), set(tuned) - set(self.tune)
         if missing or extra:
             raise ValueError(
                 f"method {self.name!r} tunes {sorted(self.tune)}; got values for {sorted(tuned)}"
@@ -122,26 +360,65 @@ class Method:
     def build(self, params: Sequence[Any], config: Mapping[str, Any]) -> torch.optim.Optimizer:
         """The optimizer over ``params`` for a configuration from :meth:`config`.
 
-        ``params`` may be param-group dicts that override tuned values per group: a suite runs a grid
-        of step sizes of an elementwise method in one optimizer that way.
+        Args:
+            params: tensors or param-group dicts (groups may override tuned values: a suite runs a grid of
+                step sizes of an elementwise method in one optimizer that way).
+            config: the configuration.
+
+        Returns:
+            The optimizer.
+
+        Raises:
+            TypeError: for a ``"scipy"`` method, which has no torch optimizer.
+            RuntimeError: when a required package is missing.
         """
-        if self.factory is None:
+        if self.method.factory is None:
             raise TypeError(
                 f"method {self.name!r} is driven by scipy, not a torch optimizer; it has no build()"
             )
-        return self.factory(list(params), config)
+        missing = self.method.missing_requirement()
+        if missing:
+            raise RuntimeError(missing)
+        return self.method.factory(list(params), config)
+
+    def missing_requirement(self) -> str | None:
+        """None when runnable, else why not and the fix."""
+        return self.method.missing_requirement()
+
+    def hessian_period(self, config: Mapping[str, Any]) -> int:
+        """Steps between two Hutchinson estimates (0 for methods that take none)."""
+        return int(config["update_period"]) if self.drive == "hessian" else 0
+
+    def probes(self, config: Mapping[str, Any]) -> int:
+        """Hessian-vector products per estimate."""
+        return int(config.get("num_samples", 1)) if self.drive == "hessian" else 0
+
+    def applies_to(self, num_parameters: int) -> bool:
+        """Whether the method runs on a problem with ``num_parameters`` parameters."""
+        return self.method.max_params is None or num_parameters <= self.method.max_params
 
 
 _REGISTRY: Registry[Method] = Registry("method")
 
 
 def register(method: Method, *, replace: bool = False) -> Method:
-    """Add ``method`` to the registry (``replace=True`` to overwrite an entry of the same name)."""
+    """Add a method to the registry.
+
+    Args:
+        method: the entry.
+        replace: overwrite an entry of the same name (keeping its position).
+
+    Returns:
+        ``method``.
+
+    Raises:
+        ValueError: when the name is taken and ``replace`` is False.
+    """
     return _REGISTRY.register(method, replace=replace)
 
 
 def get_method(name: str) -> Method:
-    """The registered method called ``name``."""
+    """The registered method called ``name``; ValueError listing the known names otherwise."""
     return _REGISTRY.get(name)
 
 
@@ -151,99 +428,303 @@ def method_names() -> list[str]:
 
 
 def all_methods() -> list[Method]:
+    """Registered methods, in registration order."""
     return _REGISTRY.all()
 
 
-# -- built-in entries ----------------------------------------------------------------------------
+def methods_in(suite: str) -> list[Method]:
+    """The registered methods that run in ``suite``, in registration order."""
+    return [m for m in _REGISTRY.all() if suite in m.suites]
 
 
-def _bfgs(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    return BFGS(
-        params,
-        lr=cfg["lr"],
-        line_search=cfg["line_search"],
-        initial_scaling=cfg["initial_scaling"],
-        curvature_failure=cfg["curvature_failure"],
-        reuse_evaluation=cfg.get("reuse_evaluation", False),
+# ------------------------------------------------------------------------------------------ factories
+def _hessopt(cls: type[torch.optim.Optimizer]) -> Factory:
+    def factory(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+        return cls(params, **cfg)
+
+    factory.__name__ = f"build_{cls.__name__}"
+    return factory
+
+
+def _adam(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.Adam(params, **{**cfg, "betas": tuple(cfg["betas"])})
+
+
+def _adamw(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, **{**cfg, "betas": tuple(cfg["betas"])})
+
+
+def _sgd(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, **cfg)
+
+
+def _lbfgs(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    return torch.optim.LBFGS(params, **cfg)
+
+
+def _pytorch_optimizer(class_name: str) -> Factory:
+    def factory(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+        import pytorch_optimizer
+
+        return getattr(pytorch_optimizer, class_name)(params, **{**cfg, "betas": tuple(cfg["betas"])})
+
+    factory.__name__ = f"build_{class_name}"
+    return factory
+
+
+# -------------------------------------------------------------------------------------- the entries
+register(
+    Method(
+        "adam",
+        "Adam",
+        "torch.optim.Adam, betas (0.9, 0.999), eps 1e-8 (PyTorch defaults)",
+        "gradient",
+        _adam,
+        hyper={"betas": [0.9, 0.999], "eps": 1e-8},
+        suites={
+            "functions": Setting(
+                tune={"lr": log_grid(-4, 2)},
+                note="lr tuned on a half-decade grid 1e-4..100 (boxes reach +-500)",
+            ),
+            "nn": Setting(
+                tune={"lr": log_grid(-4, -1)},
+                quick_tune={"lr": log_grid(-2.5, -1.5)},
+                note="lr tuned on 1e-4..1e-1",
+            ),
+        },
+        coupling="element",
+        contract=(
+            Contract(
+                label="control",
+                hyper={"lr": 0.1},
+                invalid=(
+                    ({"lr": -1.0}, "learning rate"),
+                    ({"betas": (0.9, 1.5)}, "beta"),
+                    ({"eps": -1.0}, "epsilon"),
+                ),
+                skips_nonfinite=False,
+                nonfinite_counter=None,
+                scalar_state_keys=frozenset({"step"}),
+                group_split_atol=0.0,
+                not_applicable={
+                    "nonfinite_raise": "torch.optim.Adam has no non-finite policy (control case)"
+                },
+            ),
+        ),
     )
-
-
-_TEXTBOOK = {"initial_scaling": "nocedal_wright", "curvature_failure": "skip"}
+)
+register(
+    Method(
+        "adamw",
+        "AdamW",
+        "torch.optim.AdamW, betas (0.9, 0.999), eps 1e-8, decoupled weight decay 0.01 (PyTorch defaults)",
+        "gradient",
+        _adamw,
+        hyper={"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01},
+        suites={
+            "nn": Setting(
+                tune={"lr": log_grid(-4, -1)},
+                quick_tune={"lr": log_grid(-2.5, -1.5)},
+                note="lr tuned on 1e-4..1e-1",
+            )
+        },
+        coupling="element",
+    )
+)
+register(
+    Method(
+        "momentum",
+        "Momentum",
+        "torch.optim.SGD with heavy-ball momentum 0.9, no dampening (m <- 0.9 m + g, theta <- theta - lr m)",
+        "gradient",
+        _sgd,
+        hyper={"momentum": 0.9},
+        suites={
+            "functions": Setting(
+                tune={"lr": log_grid(-8, 0)},
+                note="lr tuned on a half-decade grid 1e-8..1 (Zakharov's quartic term needs tiny steps)",
+            ),
+            "nn": Setting(
+                tune={"lr": log_grid(-3, 0)},
+                quick_tune={"lr": log_grid(-2, -0.5)},
+                note="lr tuned on 1e-3..1",
+            ),
+        },
+        coupling="element",
+    )
+)
+register(
+    Method(
+        "lbfgs",
+        "L-BFGS",
+        "torch.optim.LBFGS, strong-Wolfe line search (first trial lr = 1), max_iter=1 so that one step() "
+        "is one iteration (each step() re-evaluates the closure once at its start: counted); max_eval=26 "
+        "because torch gives the line search max_eval - 1 evaluations and its default max_iter*5//4 would "
+        "allow none at max_iter=1; tolerance_grad = tolerance_change = 0 so that the suite's budget or "
+        "gradient tolerance stops runs, not torch's own (which freeze L-BFGS at f ~ 1e-10 on Rosenbrock); "
+        "nothing tuned",
+        "closure",
+        _lbfgs,
+        hyper={
+            "lr": 1.0,
+            "max_iter": 1,
+            "max_eval": 26,
+            "tolerance_grad": 0.0,
+            "tolerance_change": 0.0,
+            "line_search_fn": "strong_wolfe",
+        },
+        suites={
+            "functions": Setting(hyper={"history_size": 100}, note="history 100 (torch default)"),
+            "nn": Setting(
+                hyper={"history_size": 10},
+                note="on each step's mini-batch; history 10 pairs (the usual L-BFGS memory)",
+            ),
+        },
+    )
+)
+_BFGS_TEXTBOOK = {"initial_scaling": "nocedal_wright", "curvature_failure": "skip"}
+_BFGS_INVALID = (
+    ({"lr": 0.0}, "lr"),
+    ({"lr": -1.0}, "lr"),
+    ({"line_search": "wolfe"}, "line_search"),
+    ({"initial_scaling": "unit"}, "initial_scaling"),
+    ({"curvature_failure": "ignore"}, "curvature_failure"),
+    ({"c1": 0.0}, "c1"),
+    ({"c1": 1.0}, "c1"),
+    ({"c2": 1.0}, "c2"),
+    ({"c1": 0.5, "c2": 0.4}, "c2"),
+    ({"max_line_search_evals": 0}, "max_line_search_evals"),
+    ({"tolerance_grad": -1.0}, "tolerance_grad"),
+    ({"nonfinite": "ignore"}, "nonfinite"),
+    ({"curvature_eps": -1.0}, "curvature_eps"),
+    ({"max_memory_fraction": 0.0}, "max_memory_fraction"),
+    ({"memory_limit_bytes": 0}, "memory_limit_bytes"),
+    ({"memory_limit_bytes": 1000}, "memory_limit_bytes"),
+)
 
 register(
     Method(
-        "bfgs-wolfe",
+        "bfgs",
+        "BFGS (strong Wolfe)",
+        "hessopt BFGS, textbook (docs/algorithms/bfgs.md): strong-Wolfe line search (c1 1e-4, c2 0.9, "
+        "first trial 1), H0 = (s'y / y'y) I before the first update (Nocedal-Wright eq. 6.20), skip when "
+        "s'y is not positive; nothing tuned",
         "closure",
-        "hessopt BFGS, textbook (ogr.md §5.6): strong-Wolfe line search (c1 1e-4, c2 0.9, alpha0 1), "
-        "H0 = (s'y / y'y) I before the first update (Nocedal-Wright eq. 6.20), skip when s'y is not "
-        "positive; reuse_evaluation=True (the test functions are deterministic), so an unclamped step "
-        "costs scipy's count",
-        hyper={"lr": 1.0, "line_search": "strong_wolfe", "reuse_evaluation": True, **_TEXTBOOK},
-        factory=_bfgs,
+        _hessopt(BFGS),
+        hyper={"lr": 1.0, "line_search": "strong_wolfe", **_BFGS_TEXTBOOK},
+        suites={
+            "functions": Setting(
+                hyper={"reuse_evaluation": True},
+                note="reuse_evaluation=True (the test functions are deterministic), so an unclamped step "
+                "costs scipy's count",
+            ),
+            "nn": Setting(
+                note="on each step's mini-batch, secant pair from the same batch; only problems with "
+                "<= 1,000 parameters (a dense D x D inverse Hessian)"
+            ),
+        },
+        max_params=1_000,
+        contract=(
+            Contract(shared_hparam=("c1", 1e-4, 1e-3), invalid=_BFGS_INVALID),
+            Contract(
+                label="reuse_evaluation",
+                hyper={"reuse_evaluation": True},
+                shared_hparam=("reuse_evaluation", True, False),
+                not_applicable={
+                    "nonfinite_after_steps": (
+                        "reuse_evaluation=True starts a step from the previous step's cached evaluation "
+                        "(documented: deterministic closures only); a closure turning non-finite is first "
+                        "seen at line-search trials, where nan/inf means 'step too long'"
+                    ),
+                    "closure_called_first": "reuse_evaluation=True returns the cached loss at the start",
+                },
+            ),
+        ),
     )
 )
 register(
     Method(
         "bfgs-armijo",
+        "BFGS (Armijo)",
+        "hessopt BFGS with a backtracking Armijo search instead of Wolfe (s'y > 0 is not guaranteed, so "
+        "updates may be skipped); otherwise as bfgs",
         "closure",
-        "hessopt BFGS with backtracking Armijo search instead of Wolfe (s'y > 0 not guaranteed, so updates "
-        "may be skipped); otherwise as bfgs-wolfe",
-        hyper={"lr": 1.0, "line_search": "armijo", "reuse_evaluation": True, **_TEXTBOOK},
-        factory=_bfgs,
+        _hessopt(BFGS),
+        hyper={"lr": 1.0, "line_search": "armijo", **_BFGS_TEXTBOOK},
+        suites={"functions": Setting(hyper={"reuse_evaluation": True})},
+        contract=(Contract(shared_hparam=("line_search", "armijo", "strong_wolfe")),),
     )
 )
 register(
     Method(
         "bfgs-fixed",
+        "BFGS (fixed step)",
+        "hessopt BFGS without line search: theta <- theta - lr H g; lr tuned per function on a "
+        "half-decade grid 0.03..1 (the 2025 OGR-vs-BFGS benchmark code used lr 0.5; smaller steps never "
+        "won in trial runs)",
         "closure",
-        "hessopt BFGS without line search: theta <- theta - lr H g, lr tuned per function "
-        "(R2's benchmark used lr 0.5; ogr.md §5.3) on a half-decade grid 0.03..1 (smaller steps never won "
-        "in trial runs, and each grid point costs a per-start run)",
-        hyper={"line_search": None, **_TEXTBOOK},
-        tune={"lr": log_grid(-1.5, 0)},
-        factory=_bfgs,
+        _hessopt(BFGS),
+        hyper={"line_search": None, **_BFGS_TEXTBOOK},
+        suites={"functions": Setting(tune={"lr": log_grid(-1.5, 0)})},
+        contract=(Contract(hyper={"lr": 0.5}, needs_closure=False, shared_hparam=("lr", 0.5, 0.25)),),
     )
 )
 register(
     Method(
         "scipy-bfgs",
-        "scipy",
+        "scipy BFGS",
         "scipy.optimize.minimize(method='BFGS') with the exact gradient as jac: H0 = I, Wolfe line search "
-        "(c1 1e-4, c2 0.9); maxiter = steps, gtol = the suite's gradient tolerance in the 2-norm. "
-        "Runs UNCLAMPED (scipy's BFGS has no box)",
+        "(c1 1e-4, c2 0.9); maxiter = steps, gtol = the suite's gradient tolerance in the 2-norm. Runs "
+        "UNCLAMPED (scipy's BFGS has no box)",
+        "scipy",
+        None,
+        suites={"functions": Setting()},
     )
 )
 
-
-def _ogr(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    return OGR(params, **cfg)
-
-
-def _diag_ogr(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    return DiagOGR(params, **cfg)
-
+_OGR_INVALID = (
+    ({"lr": -1.0}, "lr"),
+    ({"beta": 1.0}, "beta"),
+    ({"gamma": -0.1}, "gamma"),
+    ({"div": 0.0}, "div"),
+    ({"cut": 0.0}, "cut"),
+    ({"sigma0": -1.0}, "sigma0"),
+    ({"mean_init": "mean"}, "mean_init"),
+    ({"ridge_rel": -1.0}, "ridge_rel"),
+    ({"max_step_norm": 0.0}, "max_step_norm"),
+    ({"line_search": "wolfe"}, "line_search"),
+    ({"c1": 0.0}, "c1"),
+    ({"max_line_search_evals": 0}, "max_line_search_evals"),
+    ({"nonfinite": "ignore"}, "nonfinite"),
+    ({"memory_limit_bytes": 1000}, "memory_limit_bytes"),
+)
+# cut = 1 (not the test-function default 10) so that the battery's small convex problem decreases quickly
+_OGR_CONTRACT = {"cut": 1.0}
 
 register(
     Method(
         "ogr",
+        "OGR",
+        "hessopt OGR with its defaults (docs/algorithms/ogr.md: beta 0.5, gamma 0.4, div 1.5, cut 10, "
+        "prior s0 1 towards H = 0), no line search; the step size lr (eta) tuned per function on a "
+        "half-decade grid 0.1..3.16",
         "gradient",
-        "hessopt OGR with its defaults (beta 0.5, gamma 0.4, div 1.5, cut 10, prior s0 1 towards H = 0, "
-        "means from the first observation: Duda's fOGR settings, ogr.md §9), no line search; the step size "
-        "lr (eta) tuned per function on a half-decade grid 0.1..3.16",
-        hyper={},
-        tune={"lr": log_grid(-1, 0.5)},
-        factory=_ogr,
+        _hessopt(OGR),
+        suites={"functions": Setting(tune={"lr": log_grid(-1, 0.5)})},
+        contract=(Contract(hyper=_OGR_CONTRACT, shared_hparam=("beta", 0.5, 0.6), invalid=_OGR_INVALID),),
     )
 )
 register(
     Method(
         "ogr-r2",
+        "OGR (2025 benchmark settings)",
+        "hessopt OGR configured as the 2025 OGR-vs-BFGS benchmark code (github.com/ReadHegel/pytorch-ogr; "
+        "docs/algorithms/ogr.md): means from 0, beta 0.8 (the code's 0.2 in the new-sample convention), "
+        "raw gradient (gamma 0), lr 0.5, div 1, prior Sigma0 = C0 = I (sigma0 1, h_prior 1), no eigenvalue "
+        "floor (cut 1e-12), ridge only 1e-12 (the code's jitter), step norm clipped; the code set the clip "
+        "per function (1, 1.5 or 2.5), here it is tuned on the tuning starts from that set",
         "gradient",
-        "hessopt OGR configured as the 2025 OGR-vs-BFGS benchmark code (ReadHegel/pytorch-ogr, ogr.md §5.3, "
-        "§9): means from 0, beta 0.8 (D: 0.2), raw gradient (gamma 0), lr 0.5, div 1, prior "
-        "Sigma0 = C0 = I (sigma0 1, h_prior 1), no eigenvalue floor (cut 1e-12), ridge only 1e-12 (R2's "
-        "jitter), step norm clipped; R2 set the clip per function (1, 1.5 or 2.5), here it is tuned on the "
-        "tuning starts from that set",
+        _hessopt(OGR),
         hyper={
             "mean_init": "zero",
             "beta": 0.8,
@@ -256,103 +737,109 @@ register(
             "ridge_rel": 0.0,
             "ridge_abs": 1e-12,
         },
-        tune={"max_step_norm": (1.0, 1.5, 2.5)},
-        factory=_ogr,
+        suites={"functions": Setting(tune={"max_step_norm": (1.0, 1.5, 2.5)})},
     )
 )
 register(
     Method(
         "ogr-wolfe",
+        "OGR + strong Wolfe",
+        "hessopt OGR with its defaults plus a strong-Wolfe line search along the saddle-free step (first "
+        "trial alpha = 1; the raw-gradient saddle-free step where the momentum step ascends); nothing tuned",
         "closure",
-        "hessopt OGR with its defaults plus a strong-Wolfe line search along the saddle-free step "
-        "(first trial alpha = 1; the raw-gradient saddle-free step where the momentum step ascends); "
-        "nothing tuned",
+        _hessopt(OGR),
         hyper={"line_search": "strong_wolfe"},
-        factory=_ogr,
+        suites={"functions": Setting()},
+        contract=(Contract(hyper=_OGR_CONTRACT, shared_hparam=("line_search", "strong_wolfe", None)),),
     )
 )
 register(
     Method(
         "diag-ogr",
+        "DiagOGR",
+        "hessopt DiagOGR (coordinate-wise OGR) with its defaults (docs/algorithms/ogr.md: beta 0.4, "
+        "gamma 0.3, div 1.4, cut 5, Duda's dOGR tuning); the per-coordinate rate is at most lr/cut",
         "gradient",
-        "hessopt DiagOGR (coordinate-wise OGR) with its defaults (beta 0.4, gamma 0.3, div 1.4, cut 5: "
-        "Duda's dOGR tuning, ogr.md §3.4); lr tuned per function on a half-decade grid 0.1..3.16",
-        hyper={},
-        tune={"lr": log_grid(-1, 0.5)},
-        factory=_diag_ogr,
-    )
-)
-
-
-def lbfgs_factory(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    return torch.optim.LBFGS(
-        params,
-        lr=cfg["lr"],
-        max_iter=cfg["max_iter"],
-        max_eval=cfg["max_eval"],
-        history_size=cfg["history_size"],
-        tolerance_grad=cfg["tolerance_grad"],
-        tolerance_change=cfg["tolerance_change"],
-        line_search_fn=cfg["line_search_fn"],
-    )
-
-
-register(
-    Method(
-        "lbfgs",
-        "closure",
-        "torch.optim.LBFGS, strong-Wolfe line search, history 100 (torch default), max_iter=1 so that one "
-        "step() is one iteration (each step() re-evaluates the closure once at its start: counted); "
-        "max_eval=26 because torch gives the line search max_eval - 1 evaluations and its default "
-        "max_iter*5//4 would allow 0 at max_iter=1 (26 restores _strong_wolfe's own limit of 25); "
-        "tolerance_grad=0 and tolerance_change=0 so that the suite's gradient tolerance stops runs, not "
-        "torch's 1e-7 max-norm or its 1e-9 floor on the directional derivative (which freezes L-BFGS at "
-        "f ~ 1e-10 on Rosenbrock); the zoom phase of the line search keeps torch's 1e-9 interval tolerance",
-        hyper={
-            "lr": 1.0,
-            "max_iter": 1,
-            "max_eval": 26,
-            "history_size": 100,
-            "tolerance_grad": 0.0,
-            "tolerance_change": 0.0,
-            "line_search_fn": "strong_wolfe",
+        _hessopt(DiagOGR),
+        suites={
+            "functions": Setting(tune={"lr": log_grid(-1, 0.5)}, note="lr tuned on 0.1..3.16"),
+            "nn": Setting(
+                tune={"lr": log_grid(-1.5, 1.5)},
+                quick_tune={"lr": log_grid(-0.5, 1)},
+                note="lr tuned on 0.0316..31.6",
+            ),
         },
-        factory=lbfgs_factory,
+        coupling="tensor",
+        contract=(
+            Contract(
+                hyper={"lr": 0.5, "cut": 1.0},
+                invalid=(
+                    ({"lr": -1.0}, "lr"),
+                    ({"beta": 1.0}, "beta"),
+                    ({"gamma": 1.5}, "gamma"),
+                    ({"div": 0.0}, "div"),
+                    ({"cut": 0.0}, "cut"),
+                    ({"sigma0": -1.0}, "sigma0"),
+                    ({"ridge_abs": -1.0}, "ridge_abs"),
+                    ({"nonfinite": "ignore"}, "nonfinite"),
+                ),
+            ),
+            Contract(label="corr1", hyper={"lr": 0.5, "cut": 1.0, "corr1": True}),
+        ),
     )
 )
 
-
-def adam_factory(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    return torch.optim.Adam(params, lr=cfg["lr"], betas=tuple(cfg["betas"]), eps=cfg["eps"])
-
-
-def momentum_factory(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], dampening=0.0, nesterov=False)
-
-
 register(
     Method(
-        "adam",
-        "gradient",
-        "torch.optim.Adam, betas (0.9, 0.999) and eps 1e-8 (PyTorch defaults; Duda's P2 baseline used "
-        "(0.8, 0.9), ogr.md §6), lr tuned per function on a half-decade grid 1e-4..100 (the boxes reach "
-        "+-500)",
-        hyper={"betas": [0.9, 0.999], "eps": 1e-8},
-        tune={"lr": log_grid(-4, 2)},
-        elementwise=True,
-        factory=adam_factory,
+        "adahessian",
+        "AdaHessian",
+        "pytorch-optimizer AdaHessian (Yao et al., arXiv:2006.00719) with the library defaults: betas "
+        "(0.9, 0.999), Hessian power 1, one Rademacher Hutchinson probe every step, eps 1e-16, no weight "
+        "decay, no spatial averaging",
+        "hessian",
+        _pytorch_optimizer("AdaHessian"),
+        hyper={
+            "betas": [0.9, 0.999],
+            "hessian_power": 1.0,
+            "update_period": 1,
+            "num_samples": 1,
+            "hessian_distribution": "rademacher",
+            "eps": 1e-16,
+        },
+        suites={
+            "nn": Setting(
+                tune={"lr": log_grid(-3, 0)},
+                quick_tune={"lr": log_grid(-1.5, -0.5)},
+                note="lr tuned on 1e-3..1",
+            )
+        },
+        requires="pytorch_optimizer",
     )
 )
 register(
     Method(
-        "momentum",
-        "gradient",
-        "torch.optim.SGD with heavy-ball momentum 0.9, no dampening (m <- 0.9 m + g, theta <- theta - lr m; "
-        "Duda's baseline used 0.5, ogr.md §6), lr tuned per function on a half-decade grid 1e-8..1 "
-        "(Zakharov's quartic term needs tiny steps)",
-        hyper={"momentum": 0.9},
-        tune={"lr": log_grid(-8, 0)},
-        elementwise=True,
-        factory=momentum_factory,
+        "sophiah",
+        "SophiaH",
+        "pytorch-optimizer SophiaH (Liu et al., arXiv:2305.14342, Hutchinson variant) with the library "
+        "defaults: betas (0.96, 0.99), clip p = 0.01 (per-coordinate step at most lr * p), one Gaussian "
+        "probe every 10 steps, eps 1e-12, no weight decay",
+        "hessian",
+        _pytorch_optimizer("SophiaH"),
+        hyper={
+            "betas": [0.96, 0.99],
+            "p": 0.01,
+            "update_period": 10,
+            "num_samples": 1,
+            "hessian_distribution": "gaussian",
+            "eps": 1e-12,
+        },
+        suites={
+            "nn": Setting(
+                tune={"lr": log_grid(-2, 1)},
+                quick_tune={"lr": log_grid(-1.5, 0)},
+                note="lr tuned on 1e-2..10",
+            )
+        },
+        requires="pytorch_optimizer",
     )
 )

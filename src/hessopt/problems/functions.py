@@ -70,6 +70,7 @@ __all__ = [
     "Matyas",
     "GoldsteinPrice",
     "ThreeHumpCamel",
+    "QuarticSaddle",
     "FUNCTION_NAMES",
     "DEFAULT_DIM",
     "get_function",
@@ -561,6 +562,28 @@ class ThreeHumpCamel(BenchmarkFunction):
         return 2.0 * u2 - 1.05 * u2 * u2 + u2 * u2 * u2 / 6.0 + u * v + v * v
 
 
+class QuarticSaddle(BenchmarkFunction):
+    """``f(x, y) = x²/2 − y²/2 + y⁴/4``: a saddle at 0 (Hessian diag(1, −1)), minima −1/4 at (0, ±1).
+
+    A saddle-escape test (docs/algorithms/ogr.md, "Saddle-free step"), with its start ``x0 = (1, 1e-3)``:
+    exact Newton from there converges to the saddle, saddle-free OGR leaves it. Box [-2, 2]² (hessopt
+    choice; it holds the start, the saddle and both minima). The Hessian is diag(1, 3y² − 1): negative
+    for ``|y| < 1/√3``.
+    """
+
+    FIXED_DIM = 2
+
+    def __init__(self) -> None:
+        super().__init__(
+            name="quartic_saddle", dim=2, lower=-2.0, upper=2.0, x0=(1.0, 1e-3), f_min=-0.25,
+            minimizers=[(0.0, -1.0), (0.0, 1.0)], convex=False,
+        )
+
+    def _evaluate(self, x: Tensor) -> Tensor:
+        u, v = x[..., 0], x[..., 1]
+        return 0.5 * u * u - 0.5 * v * v + 0.25 * v**4
+
+
 _REGISTRY: dict[str, type[BenchmarkFunction]] = {
     "sphere": Sphere,
     "rosenbrock": Rosenbrock,
@@ -575,6 +598,7 @@ _REGISTRY: dict[str, type[BenchmarkFunction]] = {
     "matyas": Matyas,
     "goldstein_price": GoldsteinPrice,
     "three_hump_camel": ThreeHumpCamel,
+    "quartic_saddle": QuarticSaddle,
 }
 
 FUNCTION_NAMES: tuple[str, ...] = tuple(_REGISTRY)

@@ -53,8 +53,8 @@ from typing import Any
 
 import torch
 
-from hessopt.bench.tuning import geometric_mean
-from hessopt.optim import OGR, DiagOGR
+from hessopt.bench.harness.stats import geometric_mean
+from hessopt.bench.methods import get_method
 from hessopt.problems.functions import BenchmarkFunction, get_function
 
 __all__ = [
@@ -85,7 +85,6 @@ NOISE_SEED_STRIDE = 1_000_000
 
 _DTYPE = torch.float64
 _METRICS = ("mean", "geomean")
-_BATCHINGS = ("rows", "tensors", "separate")
 
 
 # ----------------------------------------------------------------------------------------------- protocols
@@ -198,32 +197,41 @@ def duda_momentum_kwargs(alpha: float, gamma: float) -> dict[str, Any]:
     return {"lr": alpha * (1.0 - gamma), "momentum": gamma, "dampening": 0.0, "nesterov": False}
 
 
+_BATCHING = {"element": "rows", "tensor": "tensors", "all": "separate"}
+
+
 @dataclass(frozen=True)
 class LatticeMethod:
-    """An optimizer configuration of the lattice study.
+    """An optimizer configuration of the lattice study: a registered method with the study's settings.
 
     Attributes:
-        name: key in :data:`METHODS`.
-        optimizer: the ``torch.optim.Optimizer`` class.
-        settings: constructor keyword arguments per experiment family (``"2d"``, ``"3d"``); an empty dict
-            means the class defaults.
-        batching: ``"rows"`` (one ``(n, dim)`` tensor: elementwise updates only), ``"tensors"`` (one
-            optimizer over ``n`` separate tensors: per-tensor updates) or ``"separate"`` (one optimizer per
-            start: updates that couple all parameters).
+        name: key in :data:`METHODS` (the study's name of this configuration).
+        method: the :mod:`hessopt.bench.methods` registry name of the optimizer.
+        settings: hyper-parameters per experiment family (``"2d"``, ``"3d"``) over the registry's fixed
+            ones; an empty dict means the registry's (for hessopt optimizers: the class defaults).
         description: what the configuration is and where its values come from.
         notes: extra values recorded in every run's ``hyper`` (e.g. Duda's own (α, γ) behind SGD's ``lr``).
     """
 
     name: str
-    optimizer: type[torch.optim.Optimizer]
+    method: str
     settings: Mapping[str, Mapping[str, Any]]
-    batching: str
     description: str
     notes: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if self.batching not in _BATCHINGS:
-            raise ValueError(f"batching must be one of {_BATCHINGS}, got {self.batching!r}")
+        get_method(self.method)  # an unknown registry name fails here, listing the known ones
+
+    @property
+    def batching(self) -> str:
+        """``"rows"`` (one ``(n, dim)`` tensor: elementwise updates), ``"tensors"`` (one optimizer over n
+        tensors: per-tensor updates) or ``"separate"`` (one optimizer per start), from the registry."""
+        return _BATCHING[get_method(self.method).coupling]
+
+    def build(self, family: str, params: Sequence[torch.Tensor]) -> torch.optim.Optimizer:
+        """The optimizer over ``params`` with the settings of experiment family ``family``."""
+        registered = get_method(self.method)
+        return registered.factory(list(params), {**registered.hyper, **self.settings[family]})
 
 
 _DUDA_OGR = {
@@ -243,34 +251,30 @@ METHODS: Mapping[str, LatticeMethod] = MappingProxyType(
     {
         "ogr-duda": LatticeMethod(
             "ogr-duda",
-            OGR,
+            "ogr",
             {"2d": {**_DUDA_OGR, "gamma": 0.1}, "3d": {**_DUDA_OGR, "gamma": 0.4}},
-            "separate",
             "full OGR with Duda's settings converted to hessopt's EMA convention (ogr.md §2.4): beta 0.5, "
             "gamma 0.1 (2-D, D: 0.9) or 0.4 (3-D, D: 0.6), eta 1, div 1.5, cut 10, Sigma0 = I, C0 = 0, "
             "means and m start at 0 (mean_init 'zero'); hessopt's ridge floor off (0, 0), as R1 has none",
         ),
         "ogr": LatticeMethod(
             "ogr",
-            OGR,
+            "ogr",
             {"2d": {}, "3d": {}},
-            "separate",
             "full OGR with hessopt's defaults (ogr.md §9): beta 0.5, gamma 0.4, eta 1, div 1.5, cut 10, "
             "mean_init 'first', ridge floor on",
         ),
-        "dogr": LatticeMethod(
-            "dogr",
-            DiagOGR,
+        "diag-ogr": LatticeMethod(
+            "diag-ogr",
+            "diag-ogr",
             {"2d": {}, "3d": {}},
-            "tensors",
             "DiagOGR with hessopt's defaults = R1 dsOGR.nb's dOGR tuning (ogr.md §3.4): beta 0.4, gamma 0.3, "
             "eta 1, div 1.4, cut 5",
         ),
         "momentum": LatticeMethod(
             "momentum",
-            torch.optim.SGD,
+            "momentum",
             {fam: duda_momentum_kwargs(a, g) for fam, (a, g) in _MOMENTUM.items()},
-            "rows",
             "Duda's momentum as coded, m <- gamma m + (1-gamma) g, theta <- theta - alpha m, gamma 0.5, "
             "alpha 0.017 (2-D) or 0.004 (3-D) (ogr.md §6), run as torch.optim.SGD(lr = alpha(1-gamma), "
             "momentum = gamma, dampening 0)",
@@ -278,23 +282,21 @@ METHODS: Mapping[str, LatticeMethod] = MappingProxyType(
         ),
         "adam": LatticeMethod(
             "adam",
-            torch.optim.Adam,
+            "adam",
             {
                 "2d": {"lr": 0.4, "betas": (0.8, 0.9), "eps": 1e-8},
                 "3d": {"lr": 0.6, "betas": (0.8, 0.9), "eps": 1e-8},
             },
-            "rows",
             "Duda's ADAM (standard, bias-corrected): torch.optim.Adam(lr 0.4 (2-D) or 0.6 (3-D), "
             "betas (0.8, 0.9), eps 1e-8) (ogr.md §6)",
         ),
         "ogr-duda-first": LatticeMethod(
             "ogr-duda-first",
-            OGR,
+            "ogr",
             {
                 "2d": {**_DUDA_OGR, "gamma": 0.1, "mean_init": "first"},
                 "3d": {**_DUDA_OGR, "gamma": 0.4, "mean_init": "first"},
             },
-            "separate",
             "diagnostic: ogr-duda with the means started at the first sample instead of 0 "
             "(isolates mean_init)",
         ),
@@ -302,7 +304,7 @@ METHODS: Mapping[str, LatticeMethod] = MappingProxyType(
 )
 """The configurations; :data:`DEFAULT_METHODS` are run unless a list is given."""
 
-DEFAULT_METHODS: tuple[str, ...] = ("ogr-duda", "ogr", "dogr", "momentum", "adam")
+DEFAULT_METHODS: tuple[str, ...] = ("ogr-duda", "ogr", "diag-ogr", "momentum", "adam")
 
 
 @dataclass(frozen=True)
@@ -382,7 +384,7 @@ def build_optimizer(
 ) -> torch.optim.Optimizer:
     """``method``'s optimizer with ``experiment``'s settings over ``params``."""
     m, e = _method(method), _experiment(experiment)
-    return m.optimizer(list(params), **m.settings[e.family])
+    return m.build(e.family, params)
 
 
 def _hyper(opt: torch.optim.Optimizer, method: LatticeMethod) -> dict[str, Any]:

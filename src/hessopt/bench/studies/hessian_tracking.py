@@ -52,12 +52,12 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from hessopt.bench.methods import get_method
 from hessopt.curvature.exact import hessian
-from hessopt.optim import BFGS, OGR
+from hessopt.optim.base import HessoptOptimizer
 from hessopt.problems.functions import BenchmarkFunction, get_function
 
 __all__ = [
-    "QuarticSaddle",
     "TrackedMethod",
     "TrackingCase",
     "Track",
@@ -75,33 +75,17 @@ GTOL = 1e-8
 """Stop a run once ``‖∇f‖ ≤ GTOL`` (the 2025 protocol's rule, ogr.md §5.4)."""
 
 
-class QuarticSaddle(BenchmarkFunction):
-    """``f(x, y) = x²/2 − y²/2 + y⁴/4``: a saddle at 0 (Hessian diag(1, −1)), minima −1/4 at (0, ±1).
-
-    The saddle-escape function of ogr.md §10 check 7, with its start ``x0 = (1, 1e-3)``: exact Newton from
-    there converges to the saddle, saddle-free OGR leaves it. Box [-2, 2]² (hessopt choice; it holds the
-    start, the saddle and both minima). The Hessian is diag(1, 3y² − 1): negative for ``|y| < 1/√3``.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(
-            name="quartic_saddle", dim=2, lower=-2.0, upper=2.0, x0=(1.0, 1e-3), f_min=-0.25,
-            minimizers=[(0.0, -1.0), (0.0, 1.0)], convex=False,
-        )
-
-    def _evaluate(self, x: Tensor) -> Tensor:
-        u, v = x[..., 0], x[..., 1]
-        return 0.5 * u * u - 0.5 * v * v + 0.25 * v**4
-
-
 @dataclass(frozen=True)
 class TrackedMethod:
-    """A method of the study: ``kind`` is ``"ogr"`` or ``"bfgs"``; ``options(fn)`` gives its constructor
-    keyword arguments for a function (R2's OGR settings depend on the function)."""
+    """A configuration of the study: a registered method (:mod:`hessopt.bench.methods`) and its settings.
+
+    ``options(fn)`` gives its hyper-parameters for a function over the registry's fixed ones (the 2025
+    benchmark's OGR settings depend on the function).
+    """
 
     key: str
     label: str
-    kind: str
+    method: str
     options: Callable[[BenchmarkFunction], dict[str, Any]]
 
 
@@ -122,8 +106,8 @@ def r2_ogr_options(fn: BenchmarkFunction) -> dict[str, Any]:
 
 METHODS: tuple[TrackedMethod, ...] = (
     TrackedMethod("ogr", "OGR (hessopt defaults)", "ogr", lambda fn: {}),
-    TrackedMethod("ogr_r2", "OGR (R2 2025 settings)", "ogr", r2_ogr_options),
-    TrackedMethod("bfgs", "BFGS (strong Wolfe)", "bfgs", lambda fn: {"line_search": "strong_wolfe"}),
+    TrackedMethod("ogr_r2", "OGR (2025 benchmark settings)", "ogr", r2_ogr_options),
+    TrackedMethod("bfgs", "BFGS (strong Wolfe)", "bfgs", lambda fn: {}),
 )
 """The three methods tracked, in plotting order."""
 
@@ -142,7 +126,8 @@ def default_cases() -> list[TrackingCase]:
     """The four functions of the study.
 
     * 2-D Rosenbrock from (-1.2, 1) (MGH start): a curved valley, indefinite near the start.
-    * :class:`QuarticSaddle` from (1, 1e-3) (ogr.md §10 check 7): the run starts next to a saddle.
+    * :class:`~hessopt.problems.functions.QuarticSaddle` from (1, 1e-3): the run starts next to a
+      saddle.
     * Himmelblau from (0.1, 2.9), 0.02 from its saddle point ≈ (0.0867, 2.8843) (eigenvalues ≈ −34, 74).
     * 2-D Rastrigin from the protocol's first random start (seed 42, ogr.md §5.4) ≈ (-4.5245, -4.4758): the
       true Hessian ``2 + 40π² cos(2πx_i)`` per coordinate swings between −393 and +397 (pitfall 12). Not its
@@ -154,7 +139,8 @@ def default_cases() -> list[TrackingCase]:
     return [
         TrackingCase("rosenbrock", "Rosenbrock 2-D from (-1.2, 1)", get_function("rosenbrock", 2),
                      (-1.2, 1.0)),
-        TrackingCase("quartic_saddle", "x²/2 − y²/2 + y⁴/4 from (1, 1e-3)", QuarticSaddle(), (1.0, 1e-3)),
+        TrackingCase("quartic_saddle", "x²/2 − y²/2 + y⁴/4 from (1, 1e-3)", get_function("quartic_saddle"),
+                     (1.0, 1e-3)),
         TrackingCase("himmelblau", "Himmelblau from (0.1, 2.9), by a saddle", get_function("himmelblau"),
                      (0.1, 2.9)),
         TrackingCase("rastrigin", "Rastrigin 2-D from (-4.52, -4.48) (protocol start, seed 42)", rastrigin,
@@ -223,31 +209,41 @@ def _exact_hessians(fn: BenchmarkFunction, points: Tensor) -> Tensor:
     return torch.func.vmap(lambda x: hessian(fn, x))(points)
 
 
+def hessian_estimate(opt: torch.optim.Optimizer) -> Tensor:
+    """The (D, D) Hessian estimate of an optimizer that keeps one: ``hessian()`` (OGR), or the inverse of
+    ``inverse_hessian()`` (BFGS); TypeError naming the optimizer otherwise."""
+    if hasattr(opt, "hessian"):
+        return opt.hessian().clone()
+    if hasattr(opt, "inverse_hessian"):
+        inv = opt.inverse_hessian()
+        return torch.linalg.solve(inv, torch.eye(inv.shape[0], dtype=inv.dtype, device=inv.device))
+    raise TypeError(f"{type(opt).__name__} keeps no Hessian estimate (no hessian() or inverse_hessian())")
+
+
 def track(
     fn: BenchmarkFunction,
     start: Sequence[float] | Tensor,
-    kind: str,
+    method: str,
     steps: int,
     *,
     clamp: bool = True,
     gtol: float = GTOL,
     **options: Any,
 ) -> Track:
-    """Run ``kind`` (``"ogr"`` or ``"bfgs"``) on ``fn`` from ``start`` for up to ``steps`` iterations,
-    recording its Hessian estimate against the exact Hessian after every iteration (module docstring).
+    """Run the registered ``method`` on ``fn`` from ``start`` for up to ``steps`` iterations, recording its
+    Hessian estimate (:func:`hessian_estimate`) against the exact Hessian after every iteration.
 
-    ``options`` go to the optimizer's constructor (BFGS defaults to its strong-Wolfe search). With ``clamp``
+    ``options`` go over the registry's fixed hyper-parameters. With ``clamp``
     the positions are clamped to ``fn``'s box after every step. Everything runs in float64 on CPU.
     Cost: ``steps`` optimizer steps plus ``steps`` exact (D, D) Hessians (two with OGR).
     """
-    if kind not in ("ogr", "bfgs"):
-        raise ValueError(f"kind must be 'ogr' or 'bfgs', got {kind!r}")
+    registered = get_method(method)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be a positive int, got {steps!r}")
     if not (isinstance(gtol, (int, float)) and not isinstance(gtol, bool) and gtol >= 0):
         raise ValueError(f"gtol must be a number >= 0, got {gtol!r}")
     p = _check_start(fn, start).requires_grad_(True)
-    opt: torch.optim.Optimizer = OGR([p], **options) if kind == "ogr" else BFGS([p], **options)
+    opt = registered.factory([p], {**registered.hyper, **options})
     evaluations = 0
 
     def closure() -> Tensor:
@@ -273,15 +269,12 @@ def track(
         if torch.equal(p.detach(), before):
             stop_reason = "stalled"
             break
-        if kind == "ogr":
-            assert isinstance(opt, OGR)
-            estimates.append(opt.hessian().clone())
+        estimates.append(hessian_estimate(opt))
+        if isinstance(opt, HessoptOptimizer) and "theta_mean" in opt.flat_state():
+            # a regression estimate describes the region around its mean position, fitted before the step
             points.append(before)
             means.append(opt.flat_state()["theta_mean"].detach().clone())
         else:
-            assert isinstance(opt, BFGS)
-            inv = opt.inverse_hessian()
-            estimates.append(torch.linalg.solve(inv, torch.eye(fn.dim, dtype=inv.dtype)))
             points.append(p.detach().clone())
     f_end, g_end = fn.value_and_grad(p.detach())
     d = fn.dim
@@ -289,7 +282,7 @@ def track(
     est = torch.stack(estimates) if estimates else torch.empty(0, d, d, dtype=torch.float64)
     ex = _exact_hessians(fn, pts)
     out = Track(
-        method=kind,
+        method=method,
         points=pts,
         estimates=est,
         exact=ex,
@@ -302,7 +295,7 @@ def track(
         stop_reason=stop_reason,
         evaluations=evaluations,
     )
-    if kind == "ogr":
+    if means:
         out.mean_points = torch.stack(means) if means else torch.empty(0, d, dtype=torch.float64)
         out.error_at_mean = relative_error(est, _exact_hessians(fn, out.mean_points))
     return out
@@ -498,7 +491,7 @@ def run(out_dir: Path, *, quick: bool = False) -> dict[str, Any]:
     tracks: dict[str, dict[str, Track]] = {}
     for case in cases:
         tracks[case.key] = {
-            m.key: track(case.function, case.start, m.kind, steps, **m.options(case.function))
+            m.key: track(case.function, case.start, m.method, steps, **m.options(case.function))
             for m in METHODS
         }
     summary = {c.key: {k: summarize(tr) for k, tr in tracks[c.key].items()} for c in cases}
@@ -519,7 +512,7 @@ def run(out_dir: Path, *, quick: bool = False) -> dict[str, Any]:
         "torch": torch.__version__,
         "runtime_s": runtime,
         "methods": {
-            m.key: {"label": m.label, "kind": m.kind,
+            m.key: {"label": m.label, "method": m.method,
                     "options": {c.key: m.options(c.function) for c in cases}}
             for m in METHODS
         },

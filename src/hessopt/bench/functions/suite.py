@@ -6,7 +6,7 @@ seed ``42 + i``), one run is ``steps`` iterations in float64 on the CPU with exa
 (``noise_std > 0`` adds N(0, noise_std^2) per coordinate to every gradient the method sees, Duda's
 noisy variant, drawn from a generator of the start's own, seeded ``NOISE_SEED_OFFSET + seed``; the
 recorded f is exact). Step-size methods are first tuned per function on separate seeds
-(:mod:`hessopt.bench.tuning`, :func:`tune_on_function`). Rules:
+(:mod:`hessopt.bench.harness.tuning`, :func:`tune_on_function`). Rules:
 
 * **clamping**: after every step θ is clamped to the box. Closure methods (line searches, L-BFGS)
   are clamped after their whole step, so their trial points may leave the box during a line search,
@@ -35,7 +35,7 @@ The protocol's own evaluation at θ_k is memoised, so a closure method's first c
 (at θ_k) reuses it; it is counted as the method's evaluation, not charged twice.
 
 Speed: per-step Python overhead dominates (one autograd evaluation of a 10-D function costs ~0.1-0.4
-ms). Elementwise first-order methods (``Method.batchable``: Adam, SGD with momentum) therefore run all
+ms). Elementwise first-order methods (``SuiteMethod.batchable``: Adam, SGD with momentum) therefore run all
 starts of a function as the rows of one ``(n, dim)`` parameter; rows are independent (the update is
 coordinate-wise and ``value_and_grad`` differentiates ``f(x).sum()``), so a row that has stopped
 is simply no longer observed (stepping it on is cheaper than slicing it out and cannot affect the
@@ -58,22 +58,17 @@ import numpy as np
 import scipy.optimize
 import torch
 
-from hessopt.bench.methods import Method, get_method, method_names
-from hessopt.bench.scheduling import drain, suite_session
-from hessopt.bench.store import ResultStore, RunRecord, canonical_json, environment
-from hessopt.bench.tuning import TuningOutcome, tune
-from hessopt.problems.functions import BenchmarkFunction, get_function, protocol_functions
+from hessopt.bench.functions.protocol import FULL, SUITE, Protocol, problem_id, resolve_functions
+from hessopt.bench.harness.environment import environment
+from hessopt.bench.harness.scheduling import drain, suite_session
+from hessopt.bench.harness.store import ResultStore, RunRecord, canonical_json
+from hessopt.bench.harness.tuning import TuningOutcome, tune
+from hessopt.bench.methods import SuiteMethod, get_method, methods_in
+from hessopt.problems.functions import BenchmarkFunction
 
 __all__ = [
-    "SUITE",
-    "CHECKPOINTS",
-    "Protocol",
-    "FULL",
-    "QUICK",
     "StartResult",
     "SuiteOutcome",
-    "problem_id",
-    "resolve_functions",
     "run_config",
     "run_grid",
     "run_starts",
@@ -81,9 +76,6 @@ __all__ = [
     "tune_on_function",
 ]
 
-SUITE = "functions"
-CHECKPOINTS = (50, 250, 2000)
-"""Step budgets of the protocol (R2's plot folders 50/250/2000 steps)."""
 NOISE_SEED_OFFSET = 1_000_000
 """The gradient noise of the start with seed s comes from a generator seeded ``NOISE_SEED_OFFSET + s``."""
 CHUNK = 8
@@ -108,97 +100,8 @@ _STATUS = {
 }
 
 
-@dataclass(frozen=True)
-class Protocol:
-    """Sizes and rules of one test-function suite (defaults: the full protocol, ogr.md §5.4).
-
-    ``tune_starts`` tuning runs start from seeds ``tune_seed0 + i`` (disjoint from ``seed0 + i``).
-    """
-
-    starts: int = 200
-    steps: int = 2000
-    noise_std: float = 0.0
-    gtol: float = 1e-8
-    stall_steps: int = 5
-    seed0: int = 42
-    tune_starts: int = 20
-    tune_seed0: int = 10_000
-
-    def __post_init__(self) -> None:
-        for name in ("starts", "steps", "tune_starts"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-        for name in ("seed0", "tune_seed0", "stall_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
-        if not (math.isfinite(self.noise_std) and self.noise_std >= 0):
-            raise ValueError(f"noise_std must be finite and >= 0, got {self.noise_std!r}")
-        if not self.gtol >= 0:
-            raise ValueError(f"gtol must be >= 0, got {self.gtol!r}")
-        overlap = set(self.evaluation_seeds) & set(self.tuning_seeds)
-        if overlap:
-            raise ValueError(
-                f"tuning seeds {self.tune_seed0}..{self.tune_seed0 + self.tune_starts - 1} overlap the "
-                f"evaluation seeds {self.seed0}..{self.seed0 + self.starts - 1}; move tune_seed0"
-            )
-
-    @property
-    def evaluation_seeds(self) -> range:
-        return range(self.seed0, self.seed0 + self.starts)
-
-    @property
-    def tuning_seeds(self) -> range:
-        return range(self.tune_seed0, self.tune_seed0 + self.tune_starts)
-
-    @property
-    def use_gtol(self) -> bool:
-        """Early stopping on the gradient norm is meaningful only with exact gradients."""
-        return self.noise_std == 0.0
-
-    @property
-    def checkpoints(self) -> tuple[int, ...]:
-        """The protocol budgets below ``steps``, then ``steps``."""
-        return tuple(c for c in CHECKPOINTS if c < self.steps) + (self.steps,)
-
-    @property
-    def record_steps(self) -> tuple[int, ...]:
-        """Steps at which the best-so-far curve is stored: 0, the checkpoints, ~4 per decade."""
-        grid = {0, *self.checkpoints}
-        k = 0
-        while (s := round(10 ** (k / 4))) <= self.steps:
-            grid.add(s)
-            k += 1
-        return tuple(sorted(grid))
-
-
-FULL = Protocol()
-"""200 starts x 2000 steps, 20 tuning starts."""
-QUICK = Protocol(starts=20, steps=250, tune_starts=5)
-"""20 starts x 250 steps, 5 tuning starts (``hessopt bench functions --quick``)."""
-
-
-def problem_id(fn: BenchmarkFunction) -> str:
-    """The store's problem name of a test function: ``"<name>-<dim>d"``."""
-    return f"{fn.name}-{fn.dim}d"
-
-
-def resolve_functions(names: Iterable[str | BenchmarkFunction] | None) -> list[BenchmarkFunction]:
-    """The protocol's nine functions for None, else each name through ``get_function`` (n-D: 10-D)."""
-    if names is None:
-        return protocol_functions()
-    out = [n if isinstance(n, BenchmarkFunction) else get_function(n) for n in names]
-    if not out:
-        raise ValueError("functions must name at least one test function")
-    ids = [problem_id(f) for f in out]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"functions lists a function twice: {ids}")
-    return out
-
-
 def run_config(
-    fn: BenchmarkFunction, method: Method, hyper: dict[str, Any], protocol: Protocol
+    fn: BenchmarkFunction, method: SuiteMethod, hyper: dict[str, Any], protocol: Protocol
 ) -> dict[str, Any]:
     """The stored configuration of a run (part of its identity in the store)."""
     return {
@@ -206,9 +109,9 @@ def run_config(
         "steps": protocol.steps,
         "noise_std": float(protocol.noise_std),
         "gtol": float(protocol.gtol),
-        "stall_steps": protocol.stall_steps if protocol.use_gtol and method.kind == "closure" else 0,
+        "stall_steps": protocol.stall_steps if protocol.use_gtol and method.drive == "closure" else 0,
         "dtype": "float64",
-        "box": "unclamped" if method.kind == "scipy" else "clamp",
+        "box": "unclamped" if method.drive == "scipy" else "clamp",
         "hyper": hyper,
     }
 
@@ -352,7 +255,7 @@ def _noise_generators(seeds: Sequence[int]) -> list[torch.Generator]:
 
 def _run_batched(
     fn: BenchmarkFunction,
-    method: Method,
+    method: SuiteMethod,
     hypers: Sequence[dict[str, Any]],
     seeds: Sequence[int],
     protocol: Protocol,
@@ -417,7 +320,7 @@ class _Memo:
 
 
 def _run_closure(
-    fn: BenchmarkFunction, method: Method, hyper: dict[str, Any], seed: int, protocol: Protocol
+    fn: BenchmarkFunction, method: SuiteMethod, hyper: dict[str, Any], seed: int, protocol: Protocol
 ) -> StartResult:
     """One start of a closure method (one ``step(closure)`` per iteration, clamped after it)."""
     std = protocol.noise_std
@@ -509,7 +412,7 @@ def _run_scipy(fn: BenchmarkFunction, hyper: dict[str, Any], seed: int, protocol
 
 def run_starts(
     fn: BenchmarkFunction,
-    method: Method | str,
+    method: SuiteMethod | str,
     hyper: dict[str, Any],
     seeds: Sequence[int],
     protocol: Protocol,
@@ -523,13 +426,13 @@ def run_starts(
 
 def run_grid(
     fn: BenchmarkFunction,
-    method: Method | str,
+    method: SuiteMethod | str,
     hypers: Sequence[dict[str, Any]],
     seeds: Sequence[int],
     protocol: Protocol,
 ) -> list[list[StartResult]]:
     """:func:`run_starts` for several configurations; batchable methods run them all in one batch."""
-    method = get_method(method) if isinstance(method, str) else method
+    method = get_method(method).in_suite(SUITE) if isinstance(method, str) else method
     seeds = [int(s) for s in seeds]
     if not seeds or not hypers:
         return [[] for _ in hypers]
@@ -537,12 +440,12 @@ def run_grid(
         warnings.simplefilter("ignore", RuntimeWarning)  # overflow in diverging runs: recorded, not printed
         if method.batchable:
             return _run_batched(fn, method, hypers, seeds, protocol)
-        if method.kind == "scipy":
+        if method.drive == "scipy":
             return [[_run_scipy(fn, h, s, protocol) for s in seeds] for h in hypers]
         return [[_run_closure(fn, method, h, s, protocol) for s in seeds] for h in hypers]
 
 
-def _tuning_context(fn: BenchmarkFunction, method: Method, protocol: Protocol) -> dict[str, Any]:
+def _tuning_context(fn: BenchmarkFunction, method: SuiteMethod, protocol: Protocol) -> dict[str, Any]:
     return {
         "dim": fn.dim,
         "steps": protocol.steps,
@@ -556,9 +459,9 @@ def _tuning_context(fn: BenchmarkFunction, method: Method, protocol: Protocol) -
     }
 
 
-def tune_on_function(fn: BenchmarkFunction, method: Method | str, protocol: Protocol) -> TuningOutcome:
+def tune_on_function(fn: BenchmarkFunction, method: SuiteMethod | str, protocol: Protocol) -> TuningOutcome:
     """Tune ``method``'s step size(s) on ``fn`` over the protocol's tuning seeds."""
-    method = get_method(method) if isinstance(method, str) else method
+    method = get_method(method).in_suite(SUITE) if isinstance(method, str) else method
 
     def evaluate(configs: Sequence[dict[str, Any]], seeds: Sequence[int]) -> list[list[float]]:
         return [
@@ -605,13 +508,13 @@ class SuiteOutcome:
     wall_time: float = 0.0
 
 
-def _parse_methods(methods: Iterable[str] | None) -> list[Method]:
-    names = method_names() if methods is None else list(methods)
+def _parse_methods(methods: Iterable[str] | None) -> list[SuiteMethod]:
+    names = [m.name for m in methods_in(SUITE)] if methods is None else list(methods)
     if not names:
         raise ValueError("methods must name at least one method")
     if len(set(names)) != len(names):
         raise ValueError(f"methods lists a method twice: {names}")
-    return [get_method(n) for n in names]
+    return [get_method(n).in_suite(SUITE) for n in names]
 
 
 def run_suite(
@@ -629,7 +532,7 @@ def run_suite(
 
     ``shard = (i, n)``, 1 <= i <= n: this invocation runs the runs whose position in the canonical
     order (function, method, start) is i-1 modulo n; shards' stores combine with
-    :func:`~hessopt.bench.store.merge`.
+    :func:`~hessopt.bench.harness.store.merge`.
     Tuning (step-size methods) runs in every shard that needs it; it is deterministic, so shards agree.
     ``workers > 1`` runs tasks (tunings, chunks of starts) in that many worker processes (forked where
     the platform allows, each with one torch thread); the parent alone writes the store.

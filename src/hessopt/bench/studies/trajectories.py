@@ -42,7 +42,7 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from hessopt.optim import BFGS, OGR
+from hessopt.bench.methods import get_method
 from hessopt.problems.functions import BenchmarkFunction, get_function
 
 __all__ = [
@@ -72,7 +72,8 @@ GTOL = 1e-8
 
 _FLOOR = 1e-300  # f − f_min below this counts as this in the geometric mean
 
-METHOD_LABELS = {"ogr": "OGR", "bfgs": "BFGS (strong Wolfe)", "adam": "Adam"}
+METHODS = ("ogr", "bfgs", "adam")
+"""The registered methods (:mod:`hessopt.bench.methods`) drawn, in this order."""
 
 
 @dataclass
@@ -101,16 +102,20 @@ def default_problems() -> list[tuple[BenchmarkFunction, tuple[float, ...]]]:
     return [(get_function("beale"), (1.0, 1.0)), (get_function("rosenbrock", 2), (-1.2, 1.0))]
 
 
+def _labels() -> dict[str, str]:
+    return {m: get_method(m).label for m in METHODS}
+
+
 def _build(method: str, params: list[Tensor], adam_lr: float | None) -> torch.optim.Optimizer:
-    if method == "ogr":
-        return OGR(params)
-    if method == "bfgs":
-        return BFGS(params, line_search="strong_wolfe")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+    registered = get_method(method)
+    config = dict(registered.hyper)
     if method == "adam":
         if adam_lr is None:
             raise ValueError("adam_lr is required for method 'adam'")
-        return torch.optim.Adam(params, lr=adam_lr)
-    raise ValueError(f"method must be one of {sorted(METHOD_LABELS)}, got {method!r}")
+        config["lr"] = adam_lr
+    return registered.factory(params, config)
 
 
 def optimize_path(
@@ -256,7 +261,7 @@ def _markdown(results: Mapping[str, Any], steps: int) -> str:
     ]
     for name, res in results.items():
         for key, m in res["methods"].items():
-            label = METHOD_LABELS[key] + (f" (lr {res['adam_lr']:g})" if key == "adam" else "")
+            label = _labels()[key] + (f" (lr {res['adam_lr']:g})" if key == "adam" else "")
             stop = f" ({m['stop_reason']})" if m["stop_reason"] != "steps" else ""
             lines.append(
                 f"| {name} | {tuple(res['start'])} | {label} | {m['final_f']:.3g} | {m['iterations']}{stop}"
@@ -285,7 +290,7 @@ def run(out_dir: Path, *, quick: bool = False) -> dict[str, Any]:
     for fn, start in default_problems():
         lr, scores = choose_adam_lr(fn, steps)
         paths = {m: optimize_path(fn, start, m, steps, adam_lr=lr) for m in ("ogr", "bfgs", "adam")}
-        labels = {**METHOD_LABELS, "adam": f"Adam (lr {lr:g})"}
+        labels = {**_labels(), "adam": f"Adam (lr {lr:g})"}
         png = f"trajectories_{fn.name}.png"
         _figure(out_dir / png, fn, torch.tensor(start, dtype=torch.float64), paths, labels)
         files.append(png)

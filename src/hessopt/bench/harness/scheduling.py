@@ -1,6 +1,6 @@
 """Running a suite's task queue, serially or on a process pool, where finished tasks may add new ones.
 
-Both suites (:mod:`hessopt.bench.functions_suite`, :mod:`hessopt.bench.nn_suite`) plan tuning tasks
+Both suites (:mod:`hessopt.bench.functions.suite`, :mod:`hessopt.bench.nn.suite`) plan tuning tasks
 whose results create evaluation tasks; this module owns the one loop that drains such a queue
 (:func:`drain`) and the worker pool and progress bar it runs under (:func:`suite_session`).
 """

@@ -4,7 +4,7 @@ Protocol
 --------
 A *run* is one (problem, optimizer configuration, seed): :func:`run_one` trains the problem's model
 (:mod:`hessopt.problems.registry`) from the seed's initialisation with the method
-(:mod:`hessopt.bench.nn_methods`) for the problem's budget, on the CPU in float32, with
+(:mod:`hessopt.bench.methods`) for the problem's budget, on the CPU in float32, with
 ``torch.get_num_threads()`` threads (one per worker process when ``workers > 1``).
 
 * **Data order**: every epoch is a permutation of the training set drawn from
@@ -28,10 +28,10 @@ A *run* is one (problem, optimizer configuration, seed): :func:`run_one` trains 
 
 Tuning (DeepOBS practice, peers.md §5.1)
 ----------------------------------------
-Per (problem, method), every point of the method's grid (``NNMethod.tune`` in the full suite,
-``NNMethod.quick_tune`` in the quick one) runs on the *tuning seeds*; the objective of a run is the
+Per (problem, method), every point of the method's grid (``SuiteMethod.tune`` in the full suite,
+``SuiteMethod.quick_tune`` in the quick one) runs on the *tuning seeds*; the objective of a run is the
 smaller-is-better form of the target metric at the end of the run (``1 - test accuracy``, or the test
-loss; ``inf`` if diverged), and :func:`hessopt.bench.tuning.tune` picks the point with the smallest
+loss; ``inf`` if diverged), and :func:`hessopt.bench.harness.tuning.tune` picks the point with the smallest
 geometric mean over the tuning seeds (ties: smaller lr). The chosen setting then runs on the
 *evaluation seeds*, which are disjoint from the tuning seeds (checked by :class:`NNSuite` and again by
 ``tune``). As in DeepOBS, the selection uses the test split; the evaluation runs differ from the tuning
@@ -42,10 +42,10 @@ Shards, workers, resume
 The unit of sharding is the (problem, method) *pair*: ``--shard i/n`` takes the pairs whose position in
 the canonical order (problems, then methods, in the suite's order) is i-1 modulo n, with all their
 tuning and evaluation runs, so shards never repeat each other's tuning and their stores merge
-(:func:`hessopt.bench.store.merge`) into the whole suite. Every run (tuning runs included) is written to
-the store when it ends, so an interrupted suite resumes and loses at most the runs in flight; a re-run
-skips stored runs (``failed`` ones are retried) and stored tunings. ``workers > 1`` runs runs in worker
-processes (forked, one torch thread each; the parent alone writes the store).
+(:func:`hessopt.bench.harness.store.merge`) into the whole suite. Every run (tuning runs included) is
+written to the store when it ends, so an interrupted suite resumes and loses at most the runs in flight; a
+re-run skips stored runs (``failed`` ones are retried) and stored tunings. ``workers > 1`` runs runs in
+worker processes (forked, one torch thread each; the parent alone writes the store).
 
 What is stored (for the report)
 -------------------------------
@@ -99,11 +99,12 @@ before training), one row per name and evaluation point: ``train_loss``, ``test_
 second point on ``batch_loss`` (mean mini-batch loss of the steps since the previous point). Non-finite
 values are never written: a diverged run's curves stop at its last finite point.
 
-Suites: :data:`QUICK` (``hessopt bench nn``; embedded data; 122 runs, about 160 s of CPU time, so
-under 3 minutes with 2 workers on 2 cores) and :data:`FULL` (``hessopt bench nn --suite full``;
-Fashion-MNIST; 252 runs: 6 tuned methods x (7 grid points + 3 seeds) + L-BFGS x 3 seeds per problem,
+Suites (:mod:`hessopt.bench.nn.suites`): ``QUICK`` (``hessopt bench nn``; embedded data; 122 runs,
+about 160 s of CPU time, so under 3 minutes with 2 workers on 2 cores) and ``FULL`` (``hessopt bench nn
+--suite full``; Fashion-MNIST; 252 runs: 6 tuned methods x (7 grid points + 3 seeds)
++ L-BFGS x 3 seeds per problem,
 BFGS left out (too many parameters); about 30 core-hours estimated from one-epoch pilots (2c2d dominates),
-so shard it over machines with ``--shard i/n`` and :func:`~hessopt.bench.store.merge` the stores).
+so shard it over machines with ``--shard i/n`` and :func:`~hessopt.bench.harness.store.merge` the stores).
 """
 
 from __future__ import annotations
@@ -119,24 +120,21 @@ from typing import Any
 
 import torch
 
-from hessopt.bench.nn_methods import NNMethod, get_nn_method
-from hessopt.bench.scheduling import drain, suite_session
-from hessopt.bench.store import ResultStore, RunRecord, canonical_json, environment
-from hessopt.bench.tuning import TuningOutcome, grid_points, tune
+from hessopt.bench.harness.environment import environment
+from hessopt.bench.harness.scheduling import drain, suite_session
+from hessopt.bench.harness.store import ResultStore, RunRecord, canonical_json
+from hessopt.bench.harness.tuning import TuningOutcome, grid_points, tune
+from hessopt.bench.methods import SuiteMethod, get_method
+from hessopt.bench.nn.suites import SUITE, NNSuite, get_suite
 from hessopt.problems.data import TensorSplit
 from hessopt.problems.registry import Budget, Problem, get_problem
 
 __all__ = [
     "DATA_SEED_OFFSET",
-    "FULL",
-    "QUICK",
-    "SUITES",
-    "NNSuite",
     "RunResult",
     "SuiteOutcome",
     "SuitePair",
     "drive_step",
-    "get_suite",
     "plan",
     "run_config",
     "run_one",
@@ -145,96 +143,6 @@ __all__ = [
 
 DATA_SEED_OFFSET = 7919
 """The mini-batch order of seed s comes from a generator seeded ``DATA_SEED_OFFSET + s``."""
-
-
-# ------------------------------------------------------------------------------------------- suites
-
-
-@dataclass(frozen=True)
-class NNSuite:
-    """A suite: problems x methods, the grid (``"quick"``/``"full"``), seeds, optional budget override.
-
-    ``budget`` replaces every problem's default budget (smoke runs); ``evaluations`` their number of
-    evaluation intervals; ``limit`` keeps the first samples of each split (tests).
-    """
-
-    name: str
-    problems: tuple[str, ...]
-    methods: tuple[str, ...]
-    grid: str
-    evaluation_seeds: tuple[int, ...]
-    tuning_seeds: tuple[int, ...]
-    budget: Budget | None = None
-    evaluations: int | None = None
-    limit: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.grid not in ("quick", "full"):
-            raise ValueError(f"grid must be 'quick' or 'full', got {self.grid!r}")
-        for label, names in (("problems", self.problems), ("methods", self.methods)):
-            if not names:
-                raise ValueError(f"suite {self.name!r}: {label} must not be empty")
-            if len(set(names)) != len(names):
-                raise ValueError(f"suite {self.name!r}: {label} lists a name twice: {list(names)}")
-        for p in self.problems:
-            get_problem(p)
-        for m in self.methods:
-            get_nn_method(m)
-        if not self.evaluation_seeds or not self.tuning_seeds:
-            raise ValueError(f"suite {self.name!r}: evaluation_seeds and tuning_seeds must not be empty")
-        overlap = sorted(set(self.evaluation_seeds) & set(self.tuning_seeds))
-        if overlap:
-            raise ValueError(
-                f"suite {self.name!r}: tuning seeds {overlap} are also evaluation seeds; tuning must never "
-                "see an evaluation seed: choose disjoint ranges"
-            )
-        if self.evaluations is not None and self.evaluations < 1:
-            raise ValueError(f"evaluations must be >= 1 or None, got {self.evaluations!r}")
-
-    @property
-    def tuning_suite(self) -> str:
-        """The store suite of the tuning runs."""
-        return f"{self.name}-tuning"
-
-    def method(self, name: str) -> NNMethod:
-        """The registered method with this suite's grid as its ``tune``."""
-        return get_nn_method(name).with_grid(self.grid)
-
-    def budget_of(self, problem: Problem) -> Budget:
-        return self.budget or problem.budget
-
-    def evaluations_of(self, problem: Problem) -> int:
-        return self.evaluations or problem.evaluations
-
-
-QUICK = NNSuite(
-    name="nn-quick",
-    problems=("quadratic_deep", "digits_mlp", "mnist1d_mlp", "mnist5k_mlp"),
-    methods=("adam", "momentum", "diag-ogr", "adahessian", "sophiah", "lbfgs", "bfgs"),
-    grid="quick",
-    evaluation_seeds=(0, 1),
-    tuning_seeds=(10_000,),
-)
-"""Embedded data, quick grids (3-4 points), 1 tuning seed, 2 evaluation seeds (``make bench``)."""
-
-FULL = NNSuite(
-    name="nn-full",
-    problems=("fmnist_mlp", "fmnist_2c2d", "fmnist_autoencoder", "fmnist_lstm"),
-    methods=("adam", "adamw", "momentum", "diag-ogr", "adahessian", "sophiah", "lbfgs", "bfgs"),
-    grid="full",
-    evaluation_seeds=(0, 1, 2),
-    tuning_seeds=(10_000,),
-)
-"""Fashion-MNIST, full grids (7 points), 1 tuning seed, 3 evaluation seeds (``--suite full``)."""
-
-SUITES = {"quick": QUICK, "full": FULL}
-
-
-def get_suite(name: str) -> NNSuite:
-    try:
-        return SUITES[name]
-    except KeyError:
-        raise ValueError(f"unknown suite {name!r}; choose one of {', '.join(SUITES)}") from None
 
 
 # --------------------------------------------------------------------------------------------- runs
@@ -294,7 +202,7 @@ def _finite_or_none(value: float | None) -> float | None:
 
 def run_one(
     problem: Problem | str,
-    method: NNMethod | str,
+    method: SuiteMethod | str,
     hyper: Mapping[str, Any],
     seed: int,
     *,
@@ -312,7 +220,7 @@ def run_one(
     if role not in ("tuning", "evaluation"):
         raise ValueError(f"role must be 'tuning' or 'evaluation', got {role!r}")
     problem = get_problem(problem) if isinstance(problem, str) else problem
-    method = get_nn_method(method) if isinstance(method, str) else method
+    method = get_method(method).in_suite(SUITE) if isinstance(method, str) else method
     t_run = time.perf_counter()
     budget = budget or problem.budget
     n_eval = evaluations or problem.evaluations
@@ -458,7 +366,7 @@ def run_one(
 
 
 def drive_step(
-    method: NNMethod,
+    method: SuiteMethod,
     opt: torch.optim.Optimizer,
     problem: Problem,
     model: torch.nn.Module,
@@ -469,10 +377,10 @@ def drive_step(
     period: int,
     state: dict[str, Any],
 ) -> torch.Tensor:
-    """One optimizer step of ``method``'s kind on the batch (see :mod:`hessopt.bench.nn_methods` for the
+    """One optimizer step of ``method``'s kind on the batch (see :mod:`hessopt.bench.methods` for the
     kinds); returns the batch loss at the start point. ``step`` and ``period`` decide whether a "hessian"
     method gets a double-backward graph this step; ``state["grad_evals"]`` counts gradient evaluations."""
-    if method.kind == "closure":
+    if method.drive == "closure":
 
         def closure() -> torch.Tensor:
             state["grad_evals"] += 1
@@ -486,7 +394,7 @@ def drive_step(
     opt.zero_grad(set_to_none=True)
     loss = problem.loss_fn(model, xb, yb)
     state["grad_evals"] += 1
-    if method.kind == "hessian":
+    if method.drive == "hessian":
         loss.backward(create_graph=step % period == 0)
         opt.step()
         opt.zero_grad(set_to_none=True)  # frees the double-backward graph held by .grad
@@ -547,7 +455,7 @@ class SuitePair:
     with (the unit of sharding)."""
 
     problem: Problem
-    method: NNMethod
+    method: SuiteMethod
     budget: Budget
     evaluations: int
     num_train: int
@@ -782,5 +690,5 @@ def run_suite(
     return outcome
 
 
-def _grid(method: NNMethod) -> list[dict[str, float]]:
-    return grid_points(method)  # type: ignore[arg-type]  # NNMethod has Method's tune/config interface
+def _grid(method: SuiteMethod) -> list[dict[str, float]]:
+    return grid_points(method)

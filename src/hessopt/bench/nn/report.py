@@ -1,6 +1,6 @@
 """The neural-network part of ``hessopt report``: one section per NN suite found in a store.
 
-For a suite (``nn-quick``, ``nn-full``; :mod:`hessopt.bench.nn_suite`) the section has
+For a suite (``nn-quick``, ``nn-full``; :mod:`hessopt.bench.nn.suite`) the section has
 
 * **time to target** and **steps to target** tables (the headline): per problem and method the median
   over evaluation seeds of the training time (evaluation excluded) / optimizer steps at the first
@@ -29,11 +29,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from hessopt.bench.markdown import fmt, order, table
-from hessopt.bench.nn_methods import nn_method_names
-from hessopt.bench.nn_suite import SUITES
-from hessopt.bench.plots import Panel, band_figure, performance_profile_figure
-from hessopt.bench.store import ResultStore, StoredRun, canonical_json
+from hessopt.bench.harness.store import ResultStore, StoredRun, canonical_json
+from hessopt.bench.methods import methods_in
+from hessopt.bench.nn.suites import SUITE, SUITES
+from hessopt.bench.render.markdown import fmt, order, table
+from hessopt.bench.render.plots import Panel, band_figure, performance_profile_figure
 from hessopt.problems.registry import get_problem, problem_names
 
 __all__ = ["BASELINE", "nn_section", "nn_suite_names", "seed_band", "time_to_target_rows"]
@@ -327,7 +327,7 @@ def nn_section(store: ResultStore, out: Path, lines: list[str], suite: str) -> N
     by_name = {s.name: s for s in SUITES.values()}
     preferred = list(by_name[suite].problems) if suite in by_name else []
     problems = order({p for p, _ in cells}, list(dict.fromkeys(preferred + problem_names())))
-    methods = order({m for _, m in cells}, nn_method_names())
+    methods = order({m for _, m in cells}, [m.name for m in methods_in(SUITE)])
     seeds = sorted({r.seed for r in runs})
     tuning_runs = store.count(f"{suite}-tuning")
     threads = sorted({r.summary.get("threads") for c in cells.values() for r in c.runs})

@@ -2,10 +2,11 @@
 
 Protocol (DeepOBS practice, peers.md §5.1: log grid, best by final performance; ogr.md §9: "tunes ...
 on seeds separate from the evaluation starts"): every point of a method's grid (the Cartesian product
-of :attr:`Method.tune`) is run on the *tuning* seeds only, scored by the geometric mean of the
+of the method's ``tune``) is run on the *tuning* seeds only, scored by the geometric mean of the
 per-seed results (for the test functions: the best ``f - f_min`` within the step budget), and the
 point with the smallest score is chosen; ties go to the first point in grid order (the smallest step
-size). Each value is floored at :data:`FLOOR` = 1e-300 before the logarithm, so that runs that reach
+size). Each value is floored at ``FLOOR`` = 1e-300 (:mod:`hessopt.bench.harness.stats`) before the
+logarithm, so that runs that reach
 ``f - f_min = 0`` (or a slightly negative value from rounding) keep the logarithm finite; a run that
 never produced a finite value scores ``inf``. :func:`tune` refuses seed sets that intersect the
 evaluation seeds, so the chosen value never saw an evaluation start.
@@ -19,30 +20,22 @@ import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from hessopt.bench.methods import Method
+from hessopt.bench.harness.stats import geometric_mean
 
-__all__ = ["FLOOR", "TuningOutcome", "geometric_mean", "grid_points", "tune"]
-
-FLOOR = 1e-300
-"""Values are floored here before logarithms (geometric means, log plots)."""
+__all__ = ["Tunable", "TuningOutcome", "grid_points", "tune"]
 
 
-def geometric_mean(values: Iterable[float], floor: float = FLOOR) -> float:
-    """``exp(mean(log(max(v, floor))))``; NaN values count as ``inf``; empty input gives NaN."""
-    logs = []
-    for v in values:
-        v = float(v)
-        if math.isnan(v) or v == math.inf:
-            return math.inf
-        logs.append(math.log(max(v, floor)))
-    if not logs:
-        return math.nan
-    return math.exp(sum(logs) / len(logs))
+class Tunable(Protocol):
+    """What tuning needs of a method: its grids and how a grid point becomes a configuration."""
+
+    tune: Mapping[str, Sequence[float]]
+
+    def config(self, tuned: Mapping[str, float] | None = None) -> dict[str, Any]: ...
 
 
-def grid_points(method: Method) -> list[dict[str, float]]:
+def grid_points(method: Tunable) -> list[dict[str, float]]:
     """Every combination of the method's tuned values, in grid order (last name varying fastest)."""
     names = list(method.tune)
     return [
@@ -60,7 +53,7 @@ class TuningOutcome:
 
 
 def tune(
-    method: Method,
+    method: Tunable,
     evaluate: Callable[[Sequence[Mapping[str, Any]], Sequence[int]], Sequence[Sequence[float]]],
     *,
     tuning_seeds: Sequence[int],

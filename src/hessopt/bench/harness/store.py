@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import importlib.metadata
 import json
 import math
 import os
-import platform
 import socket
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
@@ -42,13 +40,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hessopt.bench.harness.environment import environment, torch_version
+
 __all__ = [
     "STATUSES",
     "RunRecord",
     "StoredRun",
     "ResultStore",
     "canonical_json",
-    "environment",
     "merge",
 ]
 
@@ -124,42 +123,6 @@ def canonical_json(value: Any) -> str:
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _torch_version() -> str:
-    try:
-        return importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment() -> dict[str, Any]:
-    """Where a run happens: host, torch version and threads, CPU model and count, Python, platform.
-
-    torch is imported here (only here) to read its thread count; the store itself never needs it.
-    """
-    import torch
-
-    return {
-        "hostname": socket.gethostname(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cpu": _cpu_name(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
 
 
 @dataclass
@@ -275,7 +238,7 @@ class ResultStore:
         self.close()
 
     def _host_torch(self) -> tuple[str, str]:
-        return socket.gethostname(), _torch_version()
+        return socket.gethostname(), torch_version()
 
     # -- runs -------------------------------------------------------------------------------------
     def add_run(self, rec: RunRecord) -> bool:

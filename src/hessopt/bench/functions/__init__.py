@@ -1,0 +1,1 @@
+"""The test-function suite: its runner and its report section."""

@@ -1,0 +1,1 @@
+"""The neural-network suites: their definitions, runner and report section."""

@@ -1,0 +1,1 @@
+"""Rendering: Markdown tables, plots and the self-contained HTML page."""
