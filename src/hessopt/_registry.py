@@ -47,8 +47,11 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def register(self, item: T, *, replace: bool = False) -> T:
-        """Add ``item`` under ``item.name`` and return it; ``replace=True`` overwrites an entry of the same
-        name (keeping its position in the order), otherwise a duplicate name raises ValueError."""
+        """Add an item under its name and return it.
+
+        Add ``item`` under ``item.name`` and return it; ``replace=True`` overwrites an entry of the same
+        name (keeping its position in the order), otherwise a duplicate name raises ValueError.
+        """
         if item.name in self._items and not replace:
             raise ValueError(
                 f"{self._noun} {item.name!r} is already registered; pass replace=True to overwrite it"
@@ -57,8 +60,11 @@ class Registry(Generic[T]):
         return item
 
     def get(self, name: str, default: Any = _MISSING) -> T:
-        """The item called ``name``. When absent: ``default`` if one is given, else ValueError naming
-        ``name`` and listing the registered names."""
+        """The item called ``name``.
+
+        When absent: ``default`` if one is given, else ValueError naming ``name`` and listing the registered
+        names.
+        """
         try:
             return self._items[name]
         except KeyError:

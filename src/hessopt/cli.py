@@ -96,6 +96,7 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``hessopt`` command."""
     parser = argparse.ArgumentParser(prog="hessopt", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -103,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     suites = bench.add_subparsers(dest="suite", required=True, metavar="SUITE")
     fn = suites.add_parser(
         "functions",
-        help="test-function protocol (ogr.md §5.4): 9 functions x methods x starts",
+        help="test-function protocol (docs/benchmarks/functions.md): 9 functions x methods x starts",
         description="Run the test-function suite. Full protocol: 200 starts x 2000 steps; --quick: "
         "20 starts x 250 steps. Runs already in the store are skipped, so an interrupted suite resumes.",
     )

@@ -38,8 +38,11 @@ from hessopt.bench.render.markdown import environment_lines
 __all__ = ["write_report"]
 
 def _studies_section(out: Path, lines: list[str], studies: Sequence[str | Path]) -> None:
-    """Append the Markdown fragments (``*.md``) found in each study folder, with image links rewritten
-    relative to the report. Folders that do not exist are skipped (the study was not run)."""
+    """Append the study fragments to the report.
+
+    Append the Markdown fragments (``*.md``) found in each study folder, with image links rewritten
+    relative to the report. Folders that do not exist are skipped (the study was not run).
+    """
     for folder in (Path(s) for s in studies):
         if not folder.is_dir():
             continue
@@ -63,7 +66,9 @@ def write_report(
     command: str | None = None,
     studies: Sequence[str | Path] = (),
 ) -> Path:
-    """Write ``out_dir/report.md``, its PNG figures and ``out_dir/report.html`` (the same report as one
+    """Write the benchmark report from one or several results stores.
+
+    Write ``out_dir/report.md``, its PNG figures and ``out_dir/report.html`` (the same report as one
     self-contained page) from one or several results stores.
 
     Each store contributes the sections of the suites it holds: the test-function suite

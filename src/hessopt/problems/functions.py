@@ -26,7 +26,7 @@ three_hump_camel    2      [-5, 5]             0 at 0                           
 
 The first nine, with their formulas and boxes, are the test-function protocol of the 2025 BFGS/OGR
 comparison (Przybysz, Kołek, Sobota, Duda, arXiv:2512.06969, as coded in github.com/ReadHegel/pytorch-ogr;
-``shared/research/ogr.md`` §5.4): n = 10, 200 starts uniform in the box with seed 42 + i, clamping to the
+docs/benchmarks/functions.md): n = 10, 200 starts uniform in the box with seed 42 + i, clamping to the
 box after every step (:func:`protocol_functions`, :meth:`BenchmarkFunction.sample_starts`,
 :meth:`BenchmarkFunction.clamp`). Beale, 3-D Beale, Rosenbrock, Matyas, Goldstein-Price and three-hump camel
 are J. Duda's OGR test functions (arXiv:1901.11457, Figs. 1, 4, 7), run from lattices of starts
@@ -78,7 +78,7 @@ __all__ = [
 ]
 
 DEFAULT_DIM = 10
-"""Dimension of the n-D functions when none is given: n = 10 of the 2025 protocol (ogr.md §5.4)."""
+"""Dimension of the n-D functions when none is given: n = 10 of the 2025 protocol."""
 
 
 def _check_int(value: object, name: str, minimum: int) -> int:
@@ -96,7 +96,7 @@ def _check_float_dtype(dtype: object, name: str = "dtype") -> torch.dtype:
 
 
 def _box_point(lower: float, upper: float, dim: int) -> tuple[float, ...]:
-    """hessopt's start where the literature has none: ``lower + 0.75 (upper - lower)`` per coordinate."""
+    """Hessopt's start where the literature has none: ``lower + 0.75 (upper - lower)`` per coordinate."""
     return (lower + 0.75 * (upper - lower),) * dim
 
 
@@ -223,7 +223,7 @@ class BenchmarkFunction(ABC):
 
         Start ``i`` is ``lower + (upper - lower) * torch.rand(dim)`` drawn in float64 from a CPU
         ``torch.Generator`` seeded ``seed0 + i`` (the per-start seeds 42 + i of the 2025 protocol,
-        ogr.md §5.4), then cast to ``dtype``. So start ``i`` does not depend on ``n``, and the float32
+        the 2025 protocol), then cast to ``dtype``. So start ``i`` does not depend on ``n``, and the float32
         starts are the float64 starts rounded.
         """
         n = _check_int(n, "n", 0)
@@ -272,7 +272,7 @@ class BenchmarkFunction(ABC):
 class Sphere(BenchmarkFunction):
     """Sphere ``f(x) = sum_i x_i^2`` (De Jong's F1, 1975): convex, minimum 0 at 0.
 
-    Box [-5, 5]^n (protocol, ogr.md §5.4); ``x0`` = 2.5 per coordinate (hessopt convention, module doc).
+    Box [-5, 5]^n (protocol); ``x0`` = 2.5 per coordinate (hessopt convention, module doc).
     """
 
     def __init__(self, dim: int = DEFAULT_DIM) -> None:
@@ -291,8 +291,8 @@ class Rosenbrock(BenchmarkFunction):
 
     H. H. Rosenbrock, Computer J. 3(3), 1960; the n-D chained form is ``scipy.optimize.rosen``'s. Minimum 0
     at (1, ..., 1); for n >= 4 there is also a local minimum near (-1, 1, ..., 1) (Kok, Sandrock, Evol.
-    Comput. 17(3), 2009), of value ≈ 3.99 at n = 10 (where BFGS runs stop in ogr.md §5.5). Box [-2, 2]^n
-    (protocol, ogr.md §5.4). ``x0`` = (-1.2, 1, -1.2, 1, ...): Rosenbrock's start (MGH problem 1), repeated
+    Comput. 17(3), 2009), of value ≈ 3.99 at n = 10 (where BFGS runs of the 2025 benchmark code stop). Box
+    [-2, 2]^n (protocol). ``x0`` = (-1.2, 1, -1.2, 1, ...): Rosenbrock's start (MGH problem 1), repeated
     as for MGH's extended Rosenbrock (problem 21).
     """
 
@@ -310,10 +310,12 @@ class Rosenbrock(BenchmarkFunction):
 
 
 class Rastrigin(BenchmarkFunction):
-    """Rastrigin ``f(x) = 10 n + sum_i (x_i^2 - 10 cos(2 pi x_i))`` (Rastrigin 1974; n-D form: Mühlenbein,
+    """Rastrigin's function.
+
+    Rastrigin ``f(x) = 10 n + sum_i (x_i^2 - 10 cos(2 pi x_i))`` (Rastrigin 1974; n-D form: Mühlenbein,
     Schomisch, Born 1991).
 
-    Minimum 0 at 0, a local minimum near every integer point. Box [-5.12, 5.12]^n (protocol, ogr.md §5.4);
+    Minimum 0 at 0, a local minimum near every integer point. Box [-5.12, 5.12]^n (protocol);
     ``x0`` = 2.56 per coordinate (hessopt convention, module doc).
     """
 
@@ -332,7 +334,7 @@ class Ackley(BenchmarkFunction):
     """Ackley ``f(x) = -20 exp(-0.2 sqrt(mean x^2)) - exp(mean cos(2 pi x)) + 20 + e`` (Ackley 1987).
 
     Minimum 0 at 0, where ``f`` has a cone-shaped kink (no gradient): :meth:`value_and_grad` returns the
-    minimum-norm subgradient 0 there instead of NaN. Box [-5, 5]^n (protocol, ogr.md §5.4); ``x0`` = 2.5 per
+    minimum-norm subgradient 0 there instead of NaN. Box [-5, 5]^n (protocol); ``x0`` = 2.5 per
     coordinate (hessopt convention, module doc).
     """
 
@@ -354,7 +356,7 @@ class Griewank(BenchmarkFunction):
 
     A. O. Griewank, "Generalized descent for global optimization", JOTA 34, 1981.
 
-    Minimum 0 at 0. Box [-5, 5]^n (protocol, ogr.md §5.4; the literature often uses [-600, 600]^n);
+    Minimum 0 at 0. Box [-5, 5]^n (protocol; the literature often uses [-600, 600]^n);
     ``x0`` = 2.5 per coordinate (hessopt convention, module doc).
     """
 
@@ -379,7 +381,7 @@ _SCHWEFEL_GAP = 1.2727566266076575e-05
 class Schwefel(BenchmarkFunction):
     """Schwefel ``f(x) = 418.9829 n - sum_i x_i sin(sqrt|x_i|)`` (Schwefel 1981; VLSE "Schwefel function").
 
-    Box [-500, 500]^n (protocol, ogr.md §5.4); the minimum is over the box (outside it ``f`` is unbounded
+    Box [-500, 500]^n (protocol); the minimum is over the box (outside it ``f`` is unbounded
     below, so clamp). The global minimizer is x_i = 420.96874635998203 (the root of
     ``sin(s) + s cos(s) / 2 = 0`` with ``s = sqrt(x)``), where ``t sin(sqrt t)`` reaches 418.98288727243371.
     The literature calls the minimum 0, but the constant 418.9829 is rounded, so ``f`` as written has
@@ -402,7 +404,7 @@ class Schwefel(BenchmarkFunction):
 class Zakharov(BenchmarkFunction):
     """Zakharov ``f(x) = sum_i x_i^2 + s^2 + s^4`` with ``s = sum_i 0.5 i x_i``, i = 1..n (Jamil & Yang).
 
-    Convex, minimum 0 at 0. Box [-5, 5]^n (protocol, ogr.md §5.4); ``x0`` = 2.5 per coordinate (hessopt
+    Convex, minimum 0 at 0. Box [-5, 5]^n (protocol); ``x0`` = 2.5 per coordinate (hessopt
     convention, module doc).
     """
 
@@ -425,7 +427,7 @@ class Himmelblau(BenchmarkFunction):
     D. M. Himmelblau, Applied Nonlinear Programming, McGraw-Hill, 1972.
 
     Minimum 0 at four points, the common roots of both squares: (3, 2) and three irrational ones (here to
-    17 digits, from mpmath). Box [-5, 5]^2 (protocol, ogr.md §5.4); ``x0`` = (2.5, 2.5) (hessopt convention,
+    17 digits, from mpmath). Box [-5, 5]^2 (protocol); ``x0`` = (2.5, 2.5) (hessopt convention,
     module doc).
     """
 
@@ -455,7 +457,7 @@ def _beale(u: Tensor, v: Tensor) -> Tensor:
 class Beale(BenchmarkFunction):
     """Beale ``f(x, y) = (1.5 - x + xy)^2 + (2.25 - x + xy^2)^2 + (2.625 - x + xy^3)^2`` (Beale 1958; MGH 5).
 
-    Minimum 0 at (3, 0.5). Box [-4.5, 4.5]^2 (protocol, ogr.md §5.4); ``x0`` = (1, 1) (MGH problem 5).
+    Minimum 0 at (3, 0.5). Box [-4.5, 4.5]^2 (protocol); ``x0`` = (1, 1) (MGH problem 5).
     Duda's 2-D OGR experiments use it from the lattice {-2..2} x {-1, 0, 1} (arXiv:1901.11457, Fig. 1).
     """
 
@@ -474,7 +476,8 @@ class Beale(BenchmarkFunction):
 class Beale3D(BenchmarkFunction):
     """Duda's 3-D Beale ``f(x, y, z) = b(x, y) + b(z, y)``, ``b`` = 2-D :class:`Beale`.
 
-    J. Duda, arXiv:1901.11457, Fig. 4 (R1 ``SGD-sORG 3D subspace.nb``, ``dsOGR.nb``).
+    J. Duda, arXiv:1901.11457, Fig. 4 (github.com/JarekDuda/SGD-OGR-Hessian-estimator, notebooks
+    ``SGD-sORG 3D subspace.nb`` and ``dsOGR.nb``).
 
     Minimum 0 at (3, 0.5, 3). Box [-4.5, 4.5]^3: Beale's box in every coordinate (hessopt choice; Duda's
     start lattices {-2..2}^3 and {-3..3}^3 lie inside it). ``x0`` = (1, 1, 1), MGH's Beale start extended.
@@ -513,7 +516,9 @@ class Matyas(BenchmarkFunction):
 
 
 class GoldsteinPrice(BenchmarkFunction):
-    """Goldstein-Price function (A. A. Goldstein, J. F. Price, Math. Comp. 25, 1971)::
+    """Goldstein-Price function.
+
+    Goldstein-Price function (A. A. Goldstein, J. F. Price, Math. Comp. 25, 1971)::
 
         f(x, y) = [1 + (x + y + 1)^2 (19 - 14x + 3x^2 - 14y + 6xy + 3y^2)]
                 * [30 + (2x - 3y)^2 (18 - 32x + 12x^2 + 48y - 36xy + 27y^2)]
@@ -631,6 +636,9 @@ def get_function(name: str, dim: int | None = None) -> BenchmarkFunction:
 
 
 def protocol_functions() -> list[BenchmarkFunction]:
-    """The nine functions of the 2025 BFGS/OGR protocol (ogr.md §5.4): the n-D ones in 10-D, then 2-D
-    Himmelblau and Beale, in the protocol's order."""
+    """The nine functions of the 2025 BFGS/OGR protocol.
+
+    The nine functions of the 2025 BFGS/OGR protocol (arXiv:2512.06969): the n-D ones in 10-D, then 2-D
+    Himmelblau and Beale, in the protocol's order.
+    """
     return [get_function(name) for name in _PROTOCOL_NAMES]

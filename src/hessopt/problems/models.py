@@ -88,11 +88,12 @@ def _activation(name: str) -> type[nn.Module]:
 
 
 def sparse_init_(layer: nn.Linear, nonzeros: int = 15, bias: float = 0.0) -> nn.Linear:
-    """Martens' sparse initialisation (Martens 2010, "Deep learning via Hessian-free optimization", §5).
+    """Martens' sparse initialisation (J. Martens, "Deep learning via Hessian-free optimization", ICML 2010).
 
-    Each output unit gets ``min(nonzeros, in_features)`` non-zero incoming weights drawn from N(0, 1) at
-    random positions; all other weights are 0 and the bias is ``bias`` (Martens: 15 non-zeros, bias 0, or
-    0.5 for tanh units). Uses the global torch RNG (call it inside a seeded context). Cost O(out * in).
+    Sec. 5 of the paper: each output unit gets ``min(nonzeros, in_features)`` non-zero incoming weights drawn
+    from N(0, 1) at random positions; all other weights are 0 and the bias is ``bias`` (Martens: 15 non-zeros,
+    bias 0, or 0.5 for tanh units). Uses the global torch RNG (call it inside a seeded context). Cost O(out *
+    in).
     """
     with torch.no_grad():
         k = min(nonzeros, layer.in_features)
@@ -128,9 +129,12 @@ def _dense_stack(
 
 
 def _same_pool(size: int, kernel: int, stride: int) -> tuple[list[nn.Module], int]:
-    """TensorFlow ``padding='same'`` max pooling: output ``ceil(size/stride)``, the padding split with the
+    """TensorFlow-style ``padding='same'`` max pooling.
+
+    TensorFlow ``padding='same'`` max pooling: output ``ceil(size/stride)``, the padding split with the
     extra pixel after. Zero padding equals TF's -inf padding here because every pool follows a ReLU
-    (inputs >= 0) and each window keeps at least one real pixel."""
+    (inputs >= 0) and each window keeps at least one real pixel.
+    """
     out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
     before, after = total // 2, total - total // 2
@@ -312,6 +316,7 @@ class PooledLSTMClassifier(nn.Module):
         self.head = nn.Linear(hidden_size, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The logits of the last time step's top hidden state."""
         images = x.reshape(x.shape[0], 1, self.image_size, self.image_size)
         rows = F.avg_pool2d(images, self.pool).squeeze(1)  # (N, steps, steps): time = pooled image rows
         out, _ = self.lstm(rows)
@@ -366,8 +371,11 @@ MODELS: tuple[str, ...] = tuple(_FACTORIES)
 
 
 def build_model(name: str, seed: int = 0, dtype: torch.dtype = torch.float32, **kwargs) -> nn.Module:
-    """Build model ``name`` (one of :data:`MODELS`) with ``seed``, cast to ``dtype``; ``kwargs`` go to the
-    factory (e.g. ``build_model("mlp", in_features=64, widths=(32,), out_features=10)``)."""
+    """Build a model of the zoo.
+
+    Build model ``name`` (one of :data:`MODELS`) with ``seed``, cast to ``dtype``; ``kwargs`` go to the
+    factory (e.g. ``build_model("mlp", in_features=64, widths=(32,), out_features=10)``).
+    """
     if name not in _FACTORIES:
         raise ValueError(f"unknown model name {name!r}; choose one of {', '.join(MODELS)}")
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:

@@ -1,7 +1,7 @@
 """Quadratic test functions ``f(x) = 1/2 x^T A x + b^T x + c`` with a known, constant Hessian ``A``.
 
 Quadratics are where curvature estimators can be checked exactly: OGR's regression recovers ``A`` from
-exact gradients (ogr.md §10, check 2: a random indefinite 10-D quadratic), BFGS's secant pairs satisfy
+exact gradients (a random indefinite 10-D quadratic), BFGS's secant pairs satisfy
 ``y = A s``, and a Newton step lands on the stationary point. :func:`random_quadratic` builds ``A`` with
 prescribed eigenvalues in a random orthonormal basis, so the spectrum, the condition number and the
 stationary point are all known.

@@ -24,15 +24,15 @@ fmnist_autoencoder full  autoencoder 784-1000-500-250-30 (2,837,314)     128   1
 fmnist_lstm        full  3-layer LSTM(32) over 7 pooled rows (22,474)    128   20 ep  test acc 0.85
 ================== ===== =============================================== ===== ====== ==============
 
-Budgets: DeepOBS's (peers.md §5.1: quadratic_deep 100 epochs at batch 128, fmnist_2c2d 100 epochs) are cut
-for a 2-core CPU except on quadratic_deep. Measured cost of one epoch with Adam on one core of the
-development machine (shared with other jobs, so upper bounds): fmnist_mlp 3 s, fmnist_lstm 4 s,
+Budgets: DeepOBS's (Schneider et al., arXiv:1903.05499: quadratic_deep 100 epochs at batch 128, fmnist_2c2d
+100 epochs) are cut for a 2-core CPU except on quadratic_deep. Measured cost of one epoch with Adam on one
+core of the development machine (shared with other jobs, so upper bounds): fmnist_mlp 3 s, fmnist_lstm 4 s,
 fmnist_autoencoder 23 s, fmnist_2c2d 100 s (plus 18 s per evaluation of its 12,000 images).
 
-Targets (AlgoPerf sets its targets from the baselines, peers.md §5.2): values that Adam reaches within the
-budget in hessopt's pilot runs, about halfway through, so that time-to-target separates methods that beat
-the baseline from those that do not. Pilots (seed 0, one core): the quick problems with the quick grid
-(``hessopt bench nn``); fmnist_mlp with Adam lr 1e-3: 0.870 after 3 of 6 epochs, 0.882 after 6;
+Targets (AlgoPerf sets its targets from the baselines, Dahl et al., arXiv:2306.07179): values that Adam
+reaches within the budget in hessopt's pilot runs, about halfway through, so that time-to-target separates
+methods that beat the baseline from those that do not. Pilots (seed 0, one core): the quick problems with the
+quick grid (``hessopt bench nn``); fmnist_mlp with Adam lr 1e-3: 0.870 after 3 of 6 epochs, 0.882 after 6;
 fmnist_lstm, lr 3e-3: 0.805 after 4 epochs, 0.838 after 8; fmnist_autoencoder, lr 1e-3: test BCE 0.356,
 0.334, 0.330, 0.326 after epochs 1-4 (the BCE of a perfect reconstruction, the mean binary entropy of the
 test pixels, is 0.242); fmnist_2c2d, lr 1e-3: 0.880 after 1 epoch. The Fashion-MNIST targets are
@@ -105,9 +105,12 @@ QUADRATIC_SEED = 42
 
 @dataclass(frozen=True)
 class Budget:
-    """How long one run trains: ``epochs`` and/or ``steps`` (whichever ends first), optionally capped by
+    """How long one run trains.
+
+    How long one run trains: ``epochs`` and/or ``steps`` (whichever ends first), optionally capped by
     ``seconds`` of training wall-clock time (evaluation excluded). At least one of ``epochs``/``steps`` is
-    required, so that the step count, and with it the evaluation schedule, is known before the run."""
+    required, so that the step count, and with it the evaluation schedule, is known before the run.
+    """
 
     epochs: float | None = None
     steps: int | None = None
@@ -137,13 +140,17 @@ class Budget:
         return min(limits)
 
     def as_dict(self) -> dict[str, Any]:
+        """The target as a plain dict (stored with every run)."""
         return {"epochs": self.epochs, "steps": self.steps, "seconds": self.seconds}
 
 
 @dataclass(frozen=True)
 class Target:
-    """Time-to-target threshold on one metric: reached when ``test_accuracy >= value`` or when a loss
-    (``test_loss``, ``train_loss``) ``<= value``."""
+    """Time-to-target threshold on one metric.
+
+    Time-to-target threshold on one metric: reached when ``test_accuracy >= value`` or when a loss
+    (``test_loss``, ``train_loss``) ``<= value``.
+    """
 
     metric: str
     value: float
@@ -156,9 +163,11 @@ class Target:
 
     @property
     def maximize(self) -> bool:
+        """True when larger values are better (accuracies)."""
         return self.metric.endswith("accuracy")
 
     def reached(self, value: float) -> bool:
+        """Whether ``value`` meets the target."""
         if not math.isfinite(value):
             return False
         return value >= self.value if self.maximize else value <= self.value
@@ -190,16 +199,21 @@ def _quadratic_arrays(dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.n
 
 
 def deep_quadratic_hessian(dim: int = QUADRATIC_DIM, seed: int = QUADRATIC_SEED) -> torch.Tensor:
-    """The fixed float64 Hessian ``Q`` of ``quadratic_deep`` (see the module docstring). Cost O(dim^3)
-    once, cached."""
+    """The fixed float64 Hessian ``Q`` of ``quadratic_deep`` (see the module docstring).
+
+    Cost O(dim^3) once, cached.
+    """
     return torch.from_numpy(_quadratic_arrays(dim, seed)[0].copy())
 
 
 def quadratic_data(
     dim: int = QUADRATIC_DIM, seed: int = QUADRATIC_SEED, *, dtype: torch.dtype = torch.float32
 ) -> data_mod.TensorSplit:
-    """The 1,000 + 1,000 points of ``quadratic_deep`` as a :class:`~hessopt.problems.data.TensorSplit`
-    (labels are all 0: the quadratic has none)."""
+    """The data of ``quadratic_deep``.
+
+    The 1,000 + 1,000 points of ``quadratic_deep`` as a :class:`~hessopt.problems.data.TensorSplit`
+    (labels are all 0: the quadratic has none).
+    """
     _, x_train, x_test = _quadratic_arrays(dim, seed)
     zeros = torch.zeros(QUADRATIC_SIZE, dtype=torch.int64)
     return data_mod.TensorSplit(
@@ -214,9 +228,12 @@ def quadratic_data(
 
 
 def quadratic_dataset_loss(theta: torch.Tensor, x: torch.Tensor, hessian: torch.Tensor) -> torch.Tensor:
-    """Closed form of ``mean_i 1/2 (theta - x_i)^T Q (theta - x_i)``:
+    """Closed-form loss of ``quadratic_deep``.
+
+    Closed form of ``mean_i 1/2 (theta - x_i)^T Q (theta - x_i)``:
     ``1/2 (theta - m)^T Q (theta - m) + 1/2 tr(Q S)`` with ``m`` the mean of the rows of ``x`` and ``S``
-    their biased covariance. O(n dim^2)."""
+    their biased covariance. O(n dim^2).
+    """
     m = x.mean(0)
     centred = x - m
     cov = centred.T @ centred / x.shape[0]
@@ -225,9 +242,12 @@ def quadratic_dataset_loss(theta: torch.Tensor, x: torch.Tensor, hessian: torch.
 
 
 class NoisyQuadratic(nn.Module):
-    """``theta`` (initialised to ones, as DeepOBS's ``net_quadratic_deep``) with a fixed Hessian buffer;
+    """The model of ``quadratic_deep``.
+
+    ``theta`` (initialised to ones, as DeepOBS's ``net_quadratic_deep``) with a fixed Hessian buffer;
     ``forward(x)`` returns the per-sample losses ``1/2 (theta - x_i)^T Q (theta - x_i)``, shape ``(N,)``.
-    Cost O(N dim^2) per forward."""
+    Cost O(N dim^2) per forward.
+    """
 
     def __init__(self, hessian: torch.Tensor) -> None:
         super().__init__()
@@ -235,6 +255,7 @@ class NoisyQuadratic(nn.Module):
         self.register_buffer("hessian", hessian.clone())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-example losses ``1/2 (theta - x_i)^T Q (theta - x_i)``."""
         d = self.theta - x
         return 0.5 * ((d @ self.hessian) * d).sum(-1)
 
@@ -330,8 +351,11 @@ class Problem:
     def load_data(
         self, *, limit: int | None = None, dtype: torch.dtype = torch.float32, data_dir: str | None = None
     ) -> data_mod.TensorSplit:
-        """Train/test tensors in this problem's presentation; ``limit`` keeps the first samples of each
-        split (tests). Raises :class:`~hessopt.problems.data.DatasetNotFoundError` when absent."""
+        """Train/test tensors in this problem's presentation.
+
+        Train/test tensors in this problem's presentation; ``limit`` keeps the first samples of each
+        split (tests). Raises :class:`~hessopt.problems.data.DatasetNotFoundError` when absent.
+        """
         if self.data == "quadratic_deep":
             split = quadratic_data(dtype=dtype)
             if limit is None:
@@ -351,8 +375,11 @@ class Problem:
         return data_mod.load(self.data, dtype=dtype, limit=limit, **kwargs)
 
     def steps_per_epoch(self, num_train: int) -> int:
-        """``num_train // batch_size``: the last incomplete batch of an epoch is dropped (as DeepOBS), so
-        every step sees a full batch."""
+        """Optimizer steps per epoch.
+
+        ``num_train // batch_size``: the last incomplete batch of an epoch is dropped (as DeepOBS), so
+        every step sees a full batch.
+        """
         if num_train < self.batch_size:
             raise ValueError(
                 f"problem {self.name!r}: {num_train} training samples are fewer than one batch of "
@@ -391,8 +418,11 @@ class Problem:
     def evaluate(
         self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk: int = 2048
     ) -> dict[str, float]:
-        """``{"loss": mean loss, "accuracy": fraction correct}`` over ``(x, y)`` (accuracy only for
-        classifiers), in chunks of ``chunk`` samples to bound memory. One forward pass over the set."""
+        """Mean loss and accuracy of ``model`` on ``(x, y)``.
+
+        ``{"loss": mean loss, "accuracy": fraction correct}`` over ``(x, y)`` (accuracy only for
+        classifiers), in chunks of ``chunk`` samples to bound memory. One forward pass over the set.
+        """
         total, correct = 0.0, 0
         for start in range(0, x.shape[0], chunk):
             xb, yb = x[start : start + chunk], y[start : start + chunk]
@@ -427,6 +457,7 @@ def problem_names() -> list[str]:
 
 
 def all_problems() -> list[Problem]:
+    """Registered problems, in registration order."""
     return _REGISTRY.all()
 
 

@@ -2,7 +2,7 @@
 
 Read by the runner (:mod:`hessopt.bench.functions.suite`) and the report section
 (:mod:`hessopt.bench.functions.report`); it runs nothing. The protocol follows the 2025 OGR-vs-BFGS
-comparison (arXiv:2512.06969; its public benchmark code, docs/algorithms/ogr.md "Test-function protocol").
+comparison (arXiv:2512.06969 and its public benchmark code; docs/benchmarks/functions.md).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ __all__ = ["CHECKPOINTS", "FULL", "QUICK", "SUITE", "Protocol", "problem_id", "r
 
 SUITE = "functions"
 CHECKPOINTS = (50, 250, 2000)
-"""Step budgets of the protocol (R2's plot folders 50/250/2000 steps)."""
+"""Step budgets of the protocol (the 2025 benchmark code plots 50, 250 and 2000 steps)."""
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """Sizes and rules of one test-function suite (defaults: the full protocol, ogr.md §5.4).
+    """Sizes and rules of one test-function suite (defaults: the full protocol).
 
     ``tune_starts`` tuning runs start from seeds ``tune_seed0 + i`` (disjoint from ``seed0 + i``).
     """
@@ -58,10 +58,12 @@ class Protocol:
 
     @property
     def evaluation_seeds(self) -> range:
+        """The seeds of the evaluation starts."""
         return range(self.seed0, self.seed0 + self.starts)
 
     @property
     def tuning_seeds(self) -> range:
+        """The seeds of the tuning starts (disjoint from the evaluation seeds)."""
         return range(self.tune_seed0, self.tune_seed0 + self.tune_starts)
 
     @property

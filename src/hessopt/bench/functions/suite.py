@@ -1,4 +1,4 @@
-"""The test-function suite: the protocol of the 2025 BFGS/OGR comparison (ogr.md §5.4), run and stored.
+"""The test-function suite: the protocol of the 2025 BFGS/OGR comparison, run and stored.
 
 For every function (default: :func:`~hessopt.problems.functions.protocol_functions`, the nine of the
 protocol), every method of :mod:`hessopt.bench.methods` and every start ``i`` (uniform in the box,
@@ -11,11 +11,11 @@ recorded f is exact). Step-size methods are first tuned per function on separate
 * **clamping**: after every step θ is clamped to the box. Closure methods (line searches, L-BFGS)
   are clamped after their whole step, so their trial points may leave the box during a line search,
   and a clamp that bites makes the next secant pair (s, y) disagree with the step the optimizer
-  took (as in R2's benchmark). ``scipy-bfgs`` runs **unclamped**: scipy's BFGS has no box.
+  took (as in the 2025 benchmark code). ``scipy-bfgs`` runs **unclamped**: scipy's BFGS has no box.
 * **metric**: f is evaluated at θ_0 and after every step (i.e. before each step, plus once after the
   last one); the run's value at a budget c is the best ``f - f_min`` among θ_0..θ_c. One run of
   ``steps`` iterations thus gives every checkpoint c ∈ {50, 250, 2000} ∩ [1, steps] (and ``steps``).
-  This favours methods that visit low values transiently (ogr.md §8, pitfall 11).
+  This favours methods that visit low values transiently (docs/benchmarks/functions.md).
 * **stopping**: a run stops early when ‖∇f(θ_k)‖_2 < ``gtol`` = 1e-8 (exact gradients only: with
   noise no run stops early); later checkpoints keep the best value reached. A closure method also
   stops ("stalled") when θ has not changed, bit for bit, in ``stall_steps`` = 5 consecutive steps
@@ -134,6 +134,7 @@ class StartResult:
     message: str | None = None
 
     def summary(self, protocol: Protocol) -> dict[str, Any]:
+        """The run summary of every start, for the store."""
         out: dict[str, Any] = {
             "best_f": {str(c): self.curve[c] for c in protocol.checkpoints},
             "final_f": self.final_f,
@@ -150,6 +151,7 @@ class StartResult:
     def record(
         self, fn: BenchmarkFunction, method: str, config: dict[str, Any], protocol: Protocol
     ) -> RunRecord:
+        """Record one evaluation of every row at step ``k``."""
         return RunRecord(
             suite=SUITE,
             problem=problem_id(fn),

@@ -12,6 +12,7 @@ __all__ = ["environment", "torch_version"]
 
 
 def torch_version() -> str:
+    """The installed torch version, or ``"unknown"``."""
     try:
         return importlib.metadata.version("torch")
     except importlib.metadata.PackageNotFoundError:

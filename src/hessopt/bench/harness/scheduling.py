@@ -31,15 +31,18 @@ __all__ = ["drain", "suite_session"]
 
 
 def _worker_context() -> multiprocessing.context.BaseContext:
-    """fork where the platform has it (no re-import of torch per worker), else spawn."""
+    """Fork where the platform has it (no re-import of torch per worker), else spawn."""
     return multiprocessing.get_context(
         "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     )
 
 
 def _worker_init() -> None:
-    """One intra-op thread per worker, as torch's DataLoader workers do: the workers already use the
-    cores, and OpenMP's thread pool is not fork-safe (with one thread it is never used)."""
+    """Worker initialiser: one intra-op thread per worker.
+
+    One intra-op thread per worker, as torch's DataLoader workers do: the workers already use the
+    cores, and OpenMP's thread pool is not fork-safe (with one thread it is never used).
+    """
     torch.set_num_threads(1)
 
 
@@ -47,9 +50,12 @@ def _worker_init() -> None:
 def suite_session(
     workers: int, has_work: bool, *, progress: bool, description: str, total: int
 ) -> Iterator[tuple[Executor | None, Progress, TaskID]]:
-    """``(pool, bar, bar_task)`` for running a suite: a process pool of ``workers`` one-thread workers
+    """The worker pool and progress bar of a suite.
+
+    ``(pool, bar, bar_task)`` for running a suite: a process pool of ``workers`` one-thread workers
     (None when ``workers == 1`` or there is nothing to run), forked before the progress bar starts its
-    thread, and a progress bar (disabled unless ``progress``) with one task of ``total`` steps."""
+    thread, and a progress bar (disabled unless ``progress``) with one task of ``total`` steps.
+    """
     with contextlib.ExitStack() as stack:
         pool = None
         if workers > 1 and has_work:

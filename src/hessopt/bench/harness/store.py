@@ -229,6 +229,7 @@ class ResultStore:
         self._con.execute("COMMIT")
 
     def close(self) -> None:
+        """Close the database connection."""
         self._con.close()
 
     def __enter__(self) -> ResultStore:
@@ -328,6 +329,7 @@ class ResultStore:
         return [r[0] for r in self._con.execute("SELECT DISTINCT suite FROM runs ORDER BY suite")]
 
     def count(self, suite: str | None = None) -> int:
+        """Number of stored runs, of one suite or of all."""
         if suite is None:
             return self._con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
         return self._con.execute("SELECT COUNT(*) FROM runs WHERE suite=?", (suite,)).fetchone()[0]
@@ -453,6 +455,7 @@ class ResultStore:
             )
 
     def invocations(self, suite: str | None = None) -> list[dict[str, Any]]:
+        """The command lines that wrote into this store, of one suite or of all."""
         sql = "SELECT suite, command, environment, started_at FROM invocations"
         args: list[Any] = []
         if suite is not None:

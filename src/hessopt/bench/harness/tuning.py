@@ -1,12 +1,11 @@
 """Grid tuning of step sizes on seeds kept apart from the evaluation seeds.
 
-Protocol (DeepOBS practice, peers.md §5.1: log grid, best by final performance; ogr.md §9: "tunes ...
-on seeds separate from the evaluation starts"): every point of a method's grid (the Cartesian product
-of the method's ``tune``) is run on the *tuning* seeds only, scored by the geometric mean of the
-per-seed results (for the test functions: the best ``f - f_min`` within the step budget), and the
-point with the smallest score is chosen; ties go to the first point in grid order (the smallest step
-size). Each value is floored at ``FLOOR`` = 1e-300 (:mod:`hessopt.bench.harness.stats`) before the
-logarithm, so that runs that reach
+Protocol (DeepOBS practice, arXiv:1903.05499: a log grid, best by final performance, on seeds separate
+from the evaluation starts): every point of a method's grid (the Cartesian product of the method's
+``tune``) is run on the *tuning* seeds only, scored by the geometric mean of the per-seed results (for the
+test functions: the best ``f - f_min`` within the step budget), and the point with the smallest score is
+chosen; ties go to the first point in grid order (the smallest step size). Each value is floored at
+``FLOOR`` = 1e-300 (:mod:`hessopt.bench.harness.stats`) before the logarithm, so that runs that reach
 ``f - f_min = 0`` (or a slightly negative value from rounding) keep the logarithm finite; a run that
 never produced a finite value scores ``inf``. :func:`tune` refuses seed sets that intersect the
 evaluation seeds, so the chosen value never saw an evaluation start.
@@ -32,7 +31,9 @@ class Tunable(Protocol):
 
     tune: Mapping[str, Sequence[float]]
 
-    def config(self, tuned: Mapping[str, float] | None = None) -> dict[str, Any]: ...
+    def config(self, tuned: Mapping[str, float] | None = None) -> dict[str, Any]:
+        """The full configuration of one grid point."""
+        ...
 
 
 def grid_points(method: Tunable) -> list[dict[str, float]]:

@@ -154,8 +154,11 @@ def seed_band(
     curves: dict[int, dict[int, float]],
     xcurves: dict[int, dict[int, float]] | None,
 ) -> tuple[list[float], list[float], list[float], list[float]]:
-    """Mean and min/max over runs at the steps where every run has a value; x = step, or the mean of
-    ``xcurves`` (e.g. wall time) at that step."""
+    """Mean and min/max over runs of one metric.
+
+    Mean and min/max over runs at the steps where every run has a value; x = step, or the mean of
+    ``xcurves`` (e.g. wall time) at that step.
+    """
     steps = set.intersection(*(set(curves[r.id]) for r in runs)) if runs else set()
     if xcurves is not None:
         steps &= set.intersection(*(set(xcurves[r.id]) for r in runs))

@@ -26,7 +26,7 @@ A *run* is one (problem, optimizer configuration, seed): :func:`run_one` trains 
 * **Time to target**: the first evaluation point whose target metric meets the problem's
   :class:`~hessopt.problems.registry.Target`; its training time, step and epoch.
 
-Tuning (DeepOBS practice, peers.md §5.1)
+Tuning (DeepOBS practice, arXiv:1903.05499)
 ----------------------------------------
 Per (problem, method), every point of the method's grid (``SuiteMethod.tune`` in the full suite,
 ``SuiteMethod.quick_tune`` in the quick one) runs on the *tuning seeds*; the objective of a run is the
@@ -170,8 +170,11 @@ def run_config(
 
 @dataclass
 class RunResult:
-    """What :func:`run_one` measured: status, summary and metric rows as described in the module
-    docstring, the whole run's wall time, and the error text of a failed run."""
+    """What :func:`run_one` measured.
+
+    What :func:`run_one` measured: status, summary and metric rows as described in the module
+    docstring, the whole run's wall time, and the error text of a failed run.
+    """
 
     status: str
     summary: dict[str, Any]
@@ -377,9 +380,12 @@ def drive_step(
     period: int,
     state: dict[str, Any],
 ) -> torch.Tensor:
-    """One optimizer step of ``method``'s kind on the batch (see :mod:`hessopt.bench.methods` for the
+    """One optimizer step of ``method`` on a mini-batch.
+
+    One optimizer step of ``method``'s kind on the batch (see :mod:`hessopt.bench.methods` for the
     kinds); returns the batch loss at the start point. ``step`` and ``period`` decide whether a "hessian"
-    method gets a double-backward graph this step; ``state["grad_evals"]`` counts gradient evaluations."""
+    method gets a double-backward graph this step; ``state["grad_evals"]`` counts gradient evaluations.
+    """
     if method.drive == "closure":
 
         def closure() -> torch.Tensor:
@@ -436,8 +442,11 @@ def _execute(task: _Task) -> RunResult:
 
 @dataclass
 class SuiteOutcome:
-    """What one invocation did. ``planned``: runs of this shard (tuning + evaluation); ``skipped``: of
-    those, already stored; ``notes``: problems/methods/pairs left out, with the reason."""
+    """What one invocation did.
+
+    ``planned``: runs of this shard (tuning + evaluation); ``skipped``: of those, already stored; ``notes``:
+    problems/methods/pairs left out, with the reason.
+    """
 
     planned: int = 0
     skipped: int = 0
@@ -451,8 +460,11 @@ class SuiteOutcome:
 
 @dataclass
 class SuitePair:
-    """One (problem, method) of a suite, with the budget, evaluation count and training-set size it runs
-    with (the unit of sharding)."""
+    """One (problem, method) pair of a suite.
+
+    One (problem, method) of a suite, with the budget, evaluation count and training-set size it runs
+    with (the unit of sharding).
+    """
 
     problem: Problem
     method: SuiteMethod
@@ -473,9 +485,12 @@ def _tuning_context(suite: NNSuite, pair: SuitePair) -> dict[str, Any]:
 
 
 def plan(suite: NNSuite, shard: tuple[int, int] = (1, 1)) -> tuple[list[SuitePair], list[str]]:
-    """The (problem, method) pairs of ``shard`` that can run here, and notes on what is left out
+    """The pairs of a shard that can run here.
+
+    The (problem, method) pairs of ``shard`` that can run here, and notes on what is left out
     (unavailable data, missing packages, methods that do not apply). Pairs are dealt round-robin in
-    canonical order over *all* pairs, so the partition does not depend on what is installed."""
+    canonical order over *all* pairs, so the partition does not depend on what is installed.
+    """
     index, count = shard
     if not (isinstance(index, int) and isinstance(count, int) and 1 <= index <= count):
         raise ValueError(f"shard must be (i, n) with 1 <= i <= n, got {shard!r}")
@@ -519,8 +534,10 @@ def run_suite(
     progress: bool = True,
     command: str | None = None,
 ) -> SuiteOutcome:
-    """Run (the missing part of) ``suite``'s shard, storing every run as it ends (see the module
-    docstring). Returns what was done; problems/methods that cannot run here are in ``notes``."""
+    """Run (the missing part of) ``suite``'s shard, storing every run as it ends (see the module docstring).
+
+    Returns what was done; problems/methods that cannot run here are in ``notes``.
+    """
     suite = get_suite(suite) if isinstance(suite, str) else suite
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")

@@ -68,9 +68,11 @@ class NNSuite:
         return get_method(name).in_suite(SUITE, self.grid)
 
     def budget_of(self, problem: Problem) -> Budget:
+        """The budget of ``problem`` in this suite."""
         return self.budget or problem.budget
 
     def evaluations_of(self, problem: Problem) -> int:
+        """The number of evaluation intervals of ``problem`` in this suite."""
         return self.evaluations or problem.evaluations
 
 
@@ -98,6 +100,7 @@ SUITES = {"quick": QUICK, "full": FULL}
 
 
 def get_suite(name: str) -> NNSuite:
+    """The suite called ``name`` (``"quick"`` or ``"full"``)."""
     try:
         return SUITES[name]
     except KeyError:

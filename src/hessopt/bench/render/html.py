@@ -23,7 +23,9 @@ code { background: #f3f3f3; padding: 0 0.2em; }
 
 
 def to_html(markdown_text: str, base_dir: str | Path, *, title: str = "hessopt benchmark report") -> str:
-    """The HTML page of ``markdown_text``, with every image whose ``src`` is a file under ``base_dir``
+    """The report's Markdown as one self-contained HTML page.
+
+    The HTML page of ``markdown_text``, with every image whose ``src`` is a file under ``base_dir``
     (relative paths, as the report writes them) embedded as a base64 ``data:`` URI.
 
     Raises ValueError naming the image when a linked local PNG is missing (the page would be broken).

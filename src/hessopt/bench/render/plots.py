@@ -1,7 +1,7 @@
 """Figures of the benchmark report (matplotlib, Agg canvas; no pyplot global state).
 
 * :func:`sorted_values_figure`: one panel per problem, the per-start values sorted ascending on a
-  log axis, one curve per method — the presentation of the 2025 BFGS/OGR comparison (ogr.md §5.4:
+  log axis, one curve per method — the presentation of the 2025 BFGS/OGR comparison (arXiv:2512.06969;
   "sorted over starts and shown as a log-scale scatter per function").
 * :func:`curves_figure`: one panel per problem, the median over starts of a best-so-far curve
   against steps (symlog axis, so step 0 shows), with the interquartile range shaded.
@@ -167,9 +167,12 @@ def curves_figure(
 
 @dataclass(frozen=True)
 class Panel:
-    """One panel of :func:`band_figure`: ``series[method] = (x, middle, low, high)`` (equal-length
+    """One panel of :func:`band_figure`.
+
+    One panel of :func:`band_figure`: ``series[method] = (x, middle, low, high)`` (equal-length
     sequences; the band ``low..high`` is shaded), axis labels and scales, and an optional horizontal
-    reference line ``hline`` (e.g. a target) labelled ``hline_label``."""
+    reference line ``hline`` (e.g. a target) labelled ``hline_label``.
+    """
 
     title: str
     xlabel: str
@@ -184,8 +187,11 @@ class Panel:
 def band_figure(
     path: str | Path, panels: Sequence[Panel], methods: Sequence[str], *, title: str, cols: int
 ) -> Path:
-    """Panels of curves with shaded bands (mean and spread over seeds), ``cols`` panels per row, one
-    colour per method as in every other figure; writes a PNG."""
+    """Panels of curves with shaded bands.
+
+    Panels of curves with shaded bands (mean and spread over seeds), ``cols`` panels per row, one
+    colour per method as in every other figure; writes a PNG.
+    """
     if not panels:
         raise ValueError("band_figure needs at least one panel")
     if cols < 1:
@@ -271,8 +277,11 @@ def performance_profile_figure(
 def performance_ratios(
     costs: Mapping[str, Mapping[str, float]], methods: Sequence[str]
 ) -> dict[str, list[float]]:
-    """``{method: [r_p for each problem]}``: the cost on problem p over the best method's cost on p
-    (``inf`` where the method failed or did not run; every method ``inf`` where all failed)."""
+    """Performance ratios of every method on every problem (Dolan and Moré).
+
+    ``{method: [r_p for each problem]}``: the cost on problem p over the best method's cost on p
+    (``inf`` where the method failed or did not run; every method ``inf`` where all failed).
+    """
     out: dict[str, list[float]] = {m: [] for m in methods}
     for problem, by_method in costs.items():
         for m, c in by_method.items():

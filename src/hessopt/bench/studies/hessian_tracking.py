@@ -1,15 +1,16 @@
 """Hessian tracking: how close OGR's and BFGS's curvature estimates stay to the exact Hessian on their runs.
 
-P1 (Przybysz, Kołek, Sobota, Duda, arXiv:2512.06969) contrasts BFGS's Sherman-Morrison estimate, positive
+Przybysz, Kołek, Sobota and Duda (arXiv:2512.06969) contrast BFGS's Sherman-Morrison estimate, positive
 definite by construction, with OGR's regression estimate, which "can thus handle non-convex structures".
-Their code (R2 ``ogr_bfgs_bench.py``, ``shared/research/ogr.md`` §5.4-5.5) tracks both estimates against the
-exact Hessian in 2-D; on Rastrigin it shows OGR's H staying within 0-30 while the true H jumps between ±400
-(§5.5, pitfall 12: with a slow β OGR sees a smoothed, regional curvature). This module measures that.
+Their public benchmark code (github.com/ReadHegel/pytorch-ogr, ``ogr_bfgs_bench.py``) tracks both
+estimates against the exact Hessian in 2-D; on Rastrigin its plots show OGR's H staying within 0-30 while
+the true H jumps between ±400 (with a slow β, OGR sees a smoothed, regional curvature;
+docs/benchmarks/functions.md). This module measures that.
 
 Each method runs on its own trajectory, noise-free, in float64, with the positions clamped to the function's
-box after every step (the protocol of §5.4). After iteration ``k`` (1-based) the estimate ``Ĥ_k`` is compared
-with the exact Hessian ``∇²f`` (:func:`hessopt.curvature.exact.hessian`, ``torch.func``) at the point where
-the method uses it:
+box after every step (the test-function protocol, docs/benchmarks/functions.md). After iteration ``k``
+(1-based) the estimate ``Ĥ_k`` is compared with the exact Hessian ``∇²f``
+(:func:`hessopt.curvature.exact.hessian`, ``torch.func``) at the point where the method uses it:
 
 * **OGR** (:class:`hessopt.optim.OGR`): ``Ĥ_k = opt.hessian()`` is the regression estimate that already
   includes the gradient at ``θ_{k-1}`` and from which the step leaving ``θ_{k-1}`` was taken, so it is
@@ -21,14 +22,14 @@ the method uses it:
   to ``I`` when ``−Hg`` is not a descent direction) is recorded as it is.
 
 Numbers per step: the relative Frobenius error ``‖Ĥ − ∇²f‖_F / ‖∇²f‖_F`` and the smallest eigenvalues of
-``Ĥ`` and ``∇²f``. A run stops early once ``‖∇f‖ ≤ 1e-8`` (the protocol's stopping rule, §5.4), or when an
+``Ĥ`` and ``∇²f``. A run stops early once ``‖∇f‖ ≤ 1e-8`` (the protocol's stopping rule), or when an
 iteration leaves θ unchanged: at a point converged to rounding, BFGS's line search finds no decrease and
 restarts from ``H = I``, an artefact that would otherwise be recorded as the estimate.
 
-Methods (:data:`METHODS`): OGR with hessopt's defaults (Duda's test-function settings, §9); OGR with the
-settings of R2's 2025 benchmark (§5.3, reproduced as §9 says: ``mean_init="zero"``, β 0.8, γ 0, div 1,
-``Σ0 = C0 = I``, the smallest cut, lr and ``max_step_norm`` per function); BFGS with hessopt's defaults
-(strong Wolfe, c1 = 1e-4, c2 = 0.9, scaled ``H0``; §5.6).
+Methods (:data:`METHODS`, registry names of :mod:`hessopt.bench.methods`): OGR with hessopt's defaults;
+OGR with the settings of the 2025 benchmark code (:func:`r2_ogr_options`: ``mean_init="zero"``, β 0.8, γ 0,
+div 1, ``Σ0 = C0 = I``, the smallest cut, lr and ``max_step_norm`` per function); BFGS with hessopt's
+defaults (strong Wolfe, c1 = 1e-4, c2 = 0.9, scaled ``H0``; docs/algorithms/bfgs.md).
 
 Cost: per step one optimizer step, one exact Hessian (D Hessian-vector products; two with OGR) and two
 ``eigvalsh``. In 2-D the full study (4 functions × 3 methods × up to 200 steps) takes ~10-20 s on 2 CPU cores,
@@ -72,7 +73,7 @@ __all__ = [
 ]
 
 GTOL = 1e-8
-"""Stop a run once ``‖∇f‖ ≤ GTOL`` (the 2025 protocol's rule, ogr.md §5.4)."""
+"""Stop a run once ``‖∇f‖ ≤ GTOL`` (the 2025 protocol's rule)."""
 
 
 @dataclass(frozen=True)
@@ -90,12 +91,18 @@ class TrackedMethod:
 
 
 def r2_ogr_options(fn: BenchmarkFunction) -> dict[str, Any]:
-    """OGR keyword arguments that reproduce R2's 2025 benchmark OGR (ogr.md §5.3 and §9).
+    """OGR settings that reproduce the OGR of the 2025 benchmark code (github.com/ReadHegel/pytorch-ogr).
 
-    β 0.8 (D: 0.2), γ 0 (raw gradient), div 1, ``Σ0 = C0 = I`` (``sigma0=1``, ``h_prior=1``), means
-    initialised at zero, the smallest cut (R2 has no eigenvalue floor), and per function (lr,
-    ``max_step_norm``): Rastrigin (0.6, 2.5), Schwefel and Ackley (0.5, 1.5), all others (0.5, 1.0).
-    hessopt's ridge floor (§8.1) stays on; R2 has a 1e-12·I jitter instead.
+    β 0.8 (the code's 0.2 in its new-sample EMA convention), γ 0 (raw gradient), div 1, ``Σ0 = C0 = I``
+    (``sigma0=1``, ``h_prior=1``), means initialised at zero, the smallest cut (the code has no eigenvalue
+    floor), and per function (lr, ``max_step_norm``): Rastrigin (0.6, 2.5), Schwefel and Ackley (0.5, 1.5),
+    all others (0.5, 1.0). hessopt's ridge floor stays on; the code has a 1e-12·I jitter instead.
+
+    Args:
+        fn: the test function.
+
+    Returns:
+        Keyword arguments for :class:`hessopt.optim.OGR`.
     """
     lr, max_step = {"rastrigin": (0.6, 2.5), "schwefel": (0.5, 1.5), "ackley": (0.5, 1.5)}.get(
         fn.name, (0.5, 1.0)
@@ -129,7 +136,7 @@ def default_cases() -> list[TrackingCase]:
     * :class:`~hessopt.problems.functions.QuarticSaddle` from (1, 1e-3): the run starts next to a
       saddle.
     * Himmelblau from (0.1, 2.9), 0.02 from its saddle point ≈ (0.0867, 2.8843) (eigenvalues ≈ −34, 74).
-    * 2-D Rastrigin from the protocol's first random start (seed 42, ogr.md §5.4) ≈ (-4.5245, -4.4758): the
+    * 2-D Rastrigin from the protocol's first random start (seed 42) ≈ (-4.5245, -4.4758): the
       true Hessian ``2 + 40π² cos(2πx_i)`` per coordinate swings between −393 and +397 (pitfall 12). Not its
       hessopt ``x0`` = (2.56, 2.56): on the diagonal x = y every method stays on it (the function is
       symmetric and separable), so OGR's Σ has rank one and the across-diagonal curvature is never observed.
@@ -178,6 +185,7 @@ class Track:
 
     @property
     def steps(self) -> int:
+        """Iterations recorded."""
         return int(self.error.numel())
 
 
@@ -202,16 +210,22 @@ def _check_start(fn: BenchmarkFunction, start: Sequence[float] | Tensor) -> Tens
 
 
 def _exact_hessians(fn: BenchmarkFunction, points: Tensor) -> Tensor:
-    """Exact Hessians (n, D, D) at the rows of ``points`` (n, D): :func:`hessian` vmapped over the points
-    (one batched ``torch.func`` call instead of n, ~100x faster in 2-D)."""
+    """Exact Hessians at the rows of ``points``.
+
+    Exact Hessians (n, D, D) at the rows of ``points`` (n, D): :func:`hessian` vmapped over the points
+    (one batched ``torch.func`` call instead of n, ~100x faster in 2-D).
+    """
     if points.shape[0] == 0:
         return points.new_empty(0, fn.dim, fn.dim)
     return torch.func.vmap(lambda x: hessian(fn, x))(points)
 
 
 def hessian_estimate(opt: torch.optim.Optimizer) -> Tensor:
-    """The (D, D) Hessian estimate of an optimizer that keeps one: ``hessian()`` (OGR), or the inverse of
-    ``inverse_hessian()`` (BFGS); TypeError naming the optimizer otherwise."""
+    """The (D, D) Hessian estimate of an optimizer that keeps one.
+
+    The (D, D) Hessian estimate of an optimizer that keeps one: ``hessian()`` (OGR), or the inverse of
+    ``inverse_hessian()`` (BFGS); TypeError naming the optimizer otherwise.
+    """
     if hasattr(opt, "hessian"):
         return opt.hessian().clone()
     if hasattr(opt, "inverse_hessian"):
@@ -230,7 +244,9 @@ def track(
     gtol: float = GTOL,
     **options: Any,
 ) -> Track:
-    """Run the registered ``method`` on ``fn`` from ``start`` for up to ``steps`` iterations, recording its
+    """Track one method's Hessian estimate along its own run.
+
+    Run the registered ``method`` on ``fn`` from ``start`` for up to ``steps`` iterations, recording its
     Hessian estimate (:func:`hessian_estimate`) against the exact Hessian after every iteration.
 
     ``options`` go over the registry's fixed hyper-parameters. With ``clamp``
@@ -475,7 +491,9 @@ def _markdown(cases: Sequence[TrackingCase], summary: Mapping[str, Any], files: 
 
 
 def run(out_dir: Path, *, quick: bool = False) -> dict[str, Any]:
-    """Run the study and write, under ``out_dir``: ``hessian_tracking_error.png`` (error vs iteration, one
+    """Run the Hessian-tracking study and write its figures, data and report fragment.
+
+    Run the study and write, under ``out_dir``: ``hessian_tracking_error.png`` (error vs iteration, one
     panel per function), ``hessian_tracking_eigenvalues.png`` (smallest eigenvalues),
     ``hessian_tracking.json`` (settings, per-iteration series and summaries) and ``hessian_tracking.md`` (a
     report fragment linking the PNGs by file name).

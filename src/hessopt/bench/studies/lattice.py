@@ -1,27 +1,27 @@
 """Duda's lattice experiments: noisy-gradient runs from lattices of starts, beside his published numbers.
 
 J. Duda reports OGR against momentum and ADAM on Beale functions with Gaussian gradient noise, from every
-point of a lattice of starts (arXiv:1901.11457 "P2", Figs. 1 and 4; github.com/JarekDuda/SGD-OGR-Hessian-
-estimator "R1"; the protocols are collected in ``shared/research/ogr.md`` §6, whose section numbers (§) are
-used below). This module reruns those protocols with hessopt's optimizers and puts the results beside the
-published numbers (check 13 of ogr.md §10).
+point of a lattice of starts: the paper (arXiv:1901.11457, Figs. 1 and 4) and its Mathematica notebooks
+(github.com/JarekDuda/SGD-OGR-Hessian-estimator, "the notebooks" below). docs/benchmarks/functions.md
+collects the protocols and the published numbers. This module reruns those protocols with hessopt's
+optimizers and puts the results beside the published numbers.
 
 Protocol of one run (:func:`run_one`), in float64 on the CPU:
 
 * from each start θ_0 of the lattice, ``steps`` iterations; iteration k evaluates the exact gradient at θ_k,
-  adds independent N(0, σ²) noise to every coordinate (σ = ``noise_std``, 0.1 in P2 and R1) and hands it to
-  the optimizer through ``.grad`` (one ``step()``);
-* no box and no clamping (R1's Beale notebooks have none);
+  adds independent N(0, σ²) noise to every coordinate (σ = ``noise_std``, 0.1 in the paper and the notebooks)
+  and hands it to the optimizer through ``.grad`` (one ``step()``);
+* no box and no clamping (the Beale notebooks have none);
 * the result of a start is the exact, noise-free f(θ_steps); the experiment's metric aggregates them: the
-  arithmetic mean for 2-D Beale (P2 Fig. 1 reports "mean final f"), the geometric mean for 3-D Beale
-  (R1 ``subspace OGR.png``); see :data:`EXPERIMENTS`;
+  arithmetic mean for 2-D Beale (Fig. 1 of the paper reports "mean final f"), the geometric mean for 3-D Beale
+  (the notebooks' ``subspace OGR.png``); see :data:`EXPERIMENTS`;
 * noise: start i under noise seed s draws from its own ``torch.Generator`` seeded ``1_000_000·s + i``
   (:func:`noise_generator`), ``dim`` normals per iteration, so a start's noise does not depend on the
   batch, on the other starts or on the method (every method sees the same draws: common random numbers);
 * a start whose f or gradient becomes non-finite stops there and counts as f = +inf ("diverged"), which
   makes the run's metric +inf. Duda's momentum sits at its stability edge (α = 0.017; he reports that
   0.018 diverges): on 2-D Beale about one noise seed in twenty loses the start (−1, −2), and on the
-  {−3..3}³ lattice α = 0.004 loses about a third of the starts (P2 tuned it per lattice there).
+  {−3..3}³ lattice α = 0.004 loses about a third of the starts (the paper tuned it per lattice there).
 
 Speed: a per-step Python overhead dominates (about 0.3-1 ms per optimizer step or gradient evaluation of
 a 3-D function), so all starts of a run advance in lockstep and share one batched gradient evaluation
@@ -78,7 +78,7 @@ __all__ = [
 ]
 
 NOISE_STD = 0.1
-"""Gradient-noise standard deviation of P2 Figs. 1, 4 and R1's Beale notebooks (ogr.md §6)."""
+"""Gradient-noise standard deviation of the paper's Figs. 1 and 4 and of the Beale notebooks."""
 
 NOISE_SEED_STRIDE = 1_000_000
 """Start i under noise seed s uses the generator seed ``NOISE_SEED_STRIDE * s + i`` (< 10^6 starts)."""
@@ -99,7 +99,7 @@ class LatticeExperiment:
             coordinate fastest, as :meth:`~hessopt.problems.functions.BenchmarkFunction.lattice_starts`).
         steps: iterations (gradient evaluations) per start.
         metric: ``"mean"`` (arithmetic mean of the final f over the starts) or ``"geomean"`` (geometric).
-        family: ``"2d"`` or ``"3d"``: which of Duda's per-problem settings the methods use (ogr.md §2.4, §6).
+        family: ``"2d"`` or ``"3d"``: which of Duda's per-problem settings the methods use.
         source: where the protocol comes from.
     """
 
@@ -144,7 +144,8 @@ EXPERIMENTS: Mapping[str, LatticeExperiment] = MappingProxyType(
             30,
             "mean",
             "2d",
-            "R1 SGD-ORG basic.nb (the notebook's lattice: x in {-1,0,1}, y in {-2..2}); numbers of P2 Fig. 1",
+            "notebook SGD-ORG basic.nb (its lattice: x in {-1,0,1}, y in {-2..2}); numbers of Fig. 1 "
+            "of the paper",
         ),
         "beale2d-caption": LatticeExperiment(
             "beale2d-caption",
@@ -153,7 +154,7 @@ EXPERIMENTS: Mapping[str, LatticeExperiment] = MappingProxyType(
             30,
             "mean",
             "2d",
-            "P2 Fig. 1 caption's lattice {-2..2} x {-1,0,1} (the notebook's transposed); "
+            "the lattice of Fig. 1's caption, {-2..2} x {-1,0,1} (the notebook's transposed); "
             "same published numbers",
         ),
         "beale3d": LatticeExperiment(
@@ -163,7 +164,7 @@ EXPERIMENTS: Mapping[str, LatticeExperiment] = MappingProxyType(
             50,
             "geomean",
             "3d",
-            "R1 SGD-sORG 3D subspace.nb / subspace OGR.png: b(x,y)+b(z,y), 125 starts {-2..2}^3",
+            "notebook SGD-sORG 3D subspace.nb / subspace OGR.png: b(x,y)+b(z,y), 125 starts {-2..2}^3",
         ),
         "beale3d-343": LatticeExperiment(
             "beale3d-343",
@@ -172,12 +173,13 @@ EXPERIMENTS: Mapping[str, LatticeExperiment] = MappingProxyType(
             50,
             "geomean",
             "3d",
-            "P2 Fig. 4 (R1 dsOGR.nb) lattice {-3..3}^3 with Duda's settings of beale3d (P2 publishes only "
+            "Fig. 4 of the paper (notebook dsOGR.nb): lattice {-3..3}^3 with Duda's settings of beale3d "
+            "(the paper "
             "sorted curves, with per-method tuning, so there is no number to compare)",
         ),
     }
 )
-"""Duda's lattice protocols (ogr.md §6), noise σ = 0.1 in all of them."""
+"""Duda's lattice protocols, noise σ = 0.1 in all of them."""
 
 
 # ----------------------------------------------------------------------------------------------- methods
@@ -185,7 +187,7 @@ def duda_momentum_kwargs(alpha: float, gamma: float) -> dict[str, Any]:
     """``torch.optim.SGD`` arguments equal to Duda's momentum ``m ← γm + (1−γ)g, θ ← θ − αm`` (m0 = 0).
 
     SGD keeps ``b ← γb + g`` (``b_1 = g_1``, dampening 0) and steps ``θ ← θ − lr·b``; by induction
-    ``m = (1−γ)b``, so ``lr = α(1−γ)`` gives the same iterates (ogr.md §6 "Baselines as coded", §10.12).
+    ``m = (1−γ)b``, so ``lr = α(1−γ)`` gives the same iterates (tested).
     """
     for name, value in (("alpha", alpha), ("gamma", gamma)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
@@ -224,8 +226,11 @@ class LatticeMethod:
 
     @property
     def batching(self) -> str:
-        """``"rows"`` (one ``(n, dim)`` tensor: elementwise updates), ``"tensors"`` (one optimizer over n
-        tensors: per-tensor updates) or ``"separate"`` (one optimizer per start), from the registry."""
+        """How the starts of a run are batched.
+
+        ``"rows"`` (one ``(n, dim)`` tensor: elementwise updates), ``"tensors"`` (one optimizer over n
+        tensors: per-tensor updates) or ``"separate"`` (one optimizer per start), from the registry.
+        """
         return _BATCHING[get_method(self.method).coupling]
 
     def build(self, family: str, params: Sequence[torch.Tensor]) -> torch.optim.Optimizer:
@@ -245,7 +250,7 @@ _DUDA_OGR = {
     "ridge_rel": 0.0,
     "ridge_abs": 0.0,
 }
-_MOMENTUM = {"2d": (0.017, 0.5), "3d": (0.004, 0.5)}  # Duda's (alpha, gamma), ogr.md §6
+_MOMENTUM = {"2d": (0.017, 0.5), "3d": (0.004, 0.5)}  # Duda's (alpha, gamma) as coded in the notebooks
 
 METHODS: Mapping[str, LatticeMethod] = MappingProxyType(
     {
@@ -253,22 +258,23 @@ METHODS: Mapping[str, LatticeMethod] = MappingProxyType(
             "ogr-duda",
             "ogr",
             {"2d": {**_DUDA_OGR, "gamma": 0.1}, "3d": {**_DUDA_OGR, "gamma": 0.4}},
-            "full OGR with Duda's settings converted to hessopt's EMA convention (ogr.md §2.4): beta 0.5, "
-            "gamma 0.1 (2-D, D: 0.9) or 0.4 (3-D, D: 0.6), eta 1, div 1.5, cut 10, Sigma0 = I, C0 = 0, "
-            "means and m start at 0 (mean_init 'zero'); hessopt's ridge floor off (0, 0), as R1 has none",
+            "full OGR with Duda's settings converted to hessopt's EMA convention: beta 0.5, gamma 0.1 "
+            "(2-D; Duda's 0.9 in his new-sample convention) or 0.4 (3-D; his 0.6), eta 1, div 1.5, cut 10, "
+            "Sigma0 = I, C0 = 0, means and m start at 0 (mean_init 'zero'); hessopt's ridge floor off "
+            "(0, 0), as the notebooks have none",
         ),
         "ogr": LatticeMethod(
             "ogr",
             "ogr",
             {"2d": {}, "3d": {}},
-            "full OGR with hessopt's defaults (ogr.md §9): beta 0.5, gamma 0.4, eta 1, div 1.5, cut 10, "
-            "mean_init 'first', ridge floor on",
+            "full OGR with hessopt's defaults (docs/algorithms/ogr.md): beta 0.5, gamma 0.4, eta 1, div 1.5, "
+            "cut 10, ridge floor on",
         ),
         "diag-ogr": LatticeMethod(
             "diag-ogr",
             "diag-ogr",
             {"2d": {}, "3d": {}},
-            "DiagOGR with hessopt's defaults = R1 dsOGR.nb's dOGR tuning (ogr.md §3.4): beta 0.4, gamma 0.3, "
+            "DiagOGR with hessopt's defaults (notebook dsOGR.nb's dOGR tuning): beta 0.4, gamma 0.3, "
             "eta 1, div 1.4, cut 5",
         ),
         "momentum": LatticeMethod(
@@ -276,7 +282,7 @@ METHODS: Mapping[str, LatticeMethod] = MappingProxyType(
             "momentum",
             {fam: duda_momentum_kwargs(a, g) for fam, (a, g) in _MOMENTUM.items()},
             "Duda's momentum as coded, m <- gamma m + (1-gamma) g, theta <- theta - alpha m, gamma 0.5, "
-            "alpha 0.017 (2-D) or 0.004 (3-D) (ogr.md §6), run as torch.optim.SGD(lr = alpha(1-gamma), "
+            "alpha 0.017 (2-D) or 0.004 (3-D) (the notebooks), run as torch.optim.SGD(lr = alpha(1-gamma), "
             "momentum = gamma, dampening 0)",
             notes={"duda_alpha_gamma": {fam: list(v) for fam, v in _MOMENTUM.items()}},
         ),
@@ -288,7 +294,7 @@ METHODS: Mapping[str, LatticeMethod] = MappingProxyType(
                 "3d": {"lr": 0.6, "betas": (0.8, 0.9), "eps": 1e-8},
             },
             "Duda's ADAM (standard, bias-corrected): torch.optim.Adam(lr 0.4 (2-D) or 0.6 (3-D), "
-            "betas (0.8, 0.9), eps 1e-8) (ogr.md §6)",
+            "betas (0.8, 0.9), eps 1e-8) (the notebooks)",
         ),
         "ogr-duda-first": LatticeMethod(
             "ogr-duda-first",
@@ -315,8 +321,11 @@ class Published:
     source: str
 
 
-_FIG1 = "P2 Fig. 1 caption (also R1 SGD-ORG basic.nb; its saved output: 0.01866 / 1.04607 / 0.473392)"
-_3D = "R1 subspace OGR.png (SGD-sORG 3D subspace.nb)"
+_FIG1 = (
+    "arXiv:1901.11457 Fig. 1 caption (also notebook SGD-ORG basic.nb; its saved output: "
+    "0.01866 / 1.04607 / 0.473392)"
+)
+_3D = "the notebooks' subspace OGR.png (SGD-sORG 3D subspace.nb)"
 PUBLISHED: Mapping[tuple[str, str], Published] = MappingProxyType(
     {
         **{
@@ -329,7 +338,7 @@ PUBLISHED: Mapping[tuple[str, str], Published] = MappingProxyType(
         ("beale3d", "adam"): Published(0.0416618, _3D),
     }
 )
-"""Published metric per (experiment, method) (ogr.md §6). The 2-D numbers are attached to both 2-D lattices
+"""Published metric per (experiment, method). The 2-D numbers are attached to both 2-D lattices
 because the paper's caption and the notebook disagree on which one produced them."""
 
 

@@ -3,17 +3,16 @@
 The picture of Duda's OGR papers (arXiv:1901.11457, Fig. 1: OGR and its competitors on Beale) and of the 2025
 comparison (arXiv:2512.06969), drawn for hessopt's implementations. Every method starts from the same point,
 runs noise-free in float64 for up to 100 iterations (``quick``: 30), and its positions are clamped to the
-function's box after every iteration (the protocol of ``shared/research/ogr.md`` §5.4). A path ends early when
-``‖∇f‖ ≤ 1e-8`` (the protocol's stopping rule) or when an iteration leaves the position unchanged (a BFGS
-line search that found no decrease).
+function's box after every iteration (the test-function protocol, docs/benchmarks/functions.md). A path ends
+early when ``‖∇f‖ ≤ 1e-8`` (the protocol's stopping rule) or when an iteration leaves the position unchanged
+(a BFGS line search that found no decrease).
 
 Methods:
-
 * OGR (:class:`hessopt.optim.OGR`) with hessopt's defaults: Duda's test-function settings (β 0.5, γ 0.4,
-  lr 1, div 1.5, cut 10; ogr.md §9).
+  lr 1, div 1.5, cut 10; docs/algorithms/ogr.md).
 * BFGS (:class:`hessopt.optim.BFGS`) with hessopt's defaults: strong-Wolfe line search (c1 1e-4, c2 0.9),
-  scaled initial matrix (ogr.md §5.6). One iteration may evaluate the function several times; the legend
-  counts evaluations too.
+  scaled initial matrix (docs/algorithms/bfgs.md). One iteration may evaluate the function several times; the
+  legend counts evaluations too.
 * Adam (``torch.optim.Adam``, PyTorch's betas (0.9, 0.999) and eps 1e-8). Its learning rate is the best of
   :data:`ADAM_LR_GRID` (half-decade steps from 1e-3 to 1) by the geometric mean, over
   :data:`TUNING_STARTS` = 3 random starts of the box (seeds 1000-1002, :meth:`sample_starts`), of the final
@@ -68,7 +67,7 @@ TUNING_SEED0 = 1000
 1000, 1001, 1002 (not the protocol's 42 + i and never the plotted start)."""
 
 GTOL = 1e-8
-"""A path ends once ``‖∇f‖ ≤ GTOL`` (the 2025 protocol's rule, ogr.md §5.4)."""
+"""A path ends once ``‖∇f‖ ≤ GTOL`` (the 2025 protocol's rule)."""
 
 _FLOOR = 1e-300  # f − f_min below this counts as this in the geometric mean
 
@@ -78,9 +77,12 @@ METHODS = ("ogr", "bfgs", "adam")
 
 @dataclass
 class Path2D:
-    """One method's run: ``points`` (n+1, D) from the start through every iterate, ``values`` (n+1,) their
+    """One method's run on a 2-D function.
+
+    One method's run: ``points`` (n+1, D) from the start through every iterate, ``values`` (n+1,) their
     ``f``, ``evaluations`` (closure calls, line-search trials included) and ``stop_reason`` (``"steps"``,
-    ``"gtol"`` or ``"stalled"``)."""
+    ``"gtol"`` or ``"stalled"``).
+    """
 
     method: str
     points: Tensor
@@ -90,10 +92,12 @@ class Path2D:
 
     @property
     def iterations(self) -> int:
+        """Iterations taken."""
         return int(self.points.shape[0]) - 1
 
     @property
     def final_f(self) -> float:
+        """The final function value."""
         return float(self.values[-1])
 
 
@@ -127,7 +131,9 @@ def optimize_path(
     adam_lr: float | None = None,
     gtol: float = GTOL,
 ) -> Path2D:
-    """Run ``method`` (``"ogr"``, ``"bfgs"`` or ``"adam"``, settings in the module docstring) on ``fn`` from
+    """Run one method on a 2-D function and return its path.
+
+    Run ``method`` (``"ogr"``, ``"bfgs"`` or ``"adam"``, settings in the module docstring) on ``fn`` from
     ``start`` for up to ``steps`` iterations, clamping to the box after each, and return the path.
 
     ``start`` may be a batch ``(n, D)`` for Adam (elementwise, so the rows are independent runs; used for
@@ -179,7 +185,9 @@ def _geometric_mean_gap(fn: BenchmarkFunction, values: Tensor) -> float:
 
 
 def choose_adam_lr(fn: BenchmarkFunction, steps: int) -> tuple[float, dict[float, float]]:
-    """Adam's learning rate for ``fn``: the grid value with the smallest geometric mean of the final
+    """Adam's learning rate for ``fn``, tuned on other starts.
+
+    Adam's learning rate for ``fn``: the grid value with the smallest geometric mean of the final
     ``f − f_min`` over the tuning starts after ``steps`` iterations (ties: the smaller lr).
 
     Returns ``(lr, {lr: score})``. Cost: ``len(ADAM_LR_GRID)`` batched Adam runs.
@@ -274,7 +282,9 @@ def _markdown(results: Mapping[str, Any], steps: int) -> str:
 
 
 def run(out_dir: Path, *, quick: bool = False) -> dict[str, Any]:
-    """Draw the trajectories and write, under ``out_dir``: ``trajectories_<function>.png`` (one per function),
+    """Draw the trajectories and write their figures, data and report fragment.
+
+    Draw the trajectories and write, under ``out_dir``: ``trajectories_<function>.png`` (one per function),
     ``trajectories.json`` (paths, values, Adam's tuning scores) and ``trajectories.md`` (a report fragment
     linking the PNGs by file name). 100 iterations (``quick``: 30).
 
