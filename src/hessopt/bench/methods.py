@@ -462,11 +462,32 @@ def _lbfgs(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimiz
     return torch.optim.LBFGS(params, **cfg)
 
 
+def _muon(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    """Muon on the hidden weight matrices, its AdamW fallback on the output layer and the 1-D parameters.
+
+    The output layer is the last parameter with two or more dimensions (the parameters come in model
+    order), as Muon's authors prescribe for classifier heads.
+    """
+    import pytorch_optimizer
+
+    tensors = list(params)
+    matrices = [p for p in tensors if p.ndim >= 2]
+    head = matrices[-1] if matrices else None
+    hidden = [p for p in matrices if p is not head]
+    rest = [p for p in tensors if p.ndim < 2 or p is head]
+    groups = [
+        g for g in ({"params": hidden, "use_muon": True}, {"params": rest, "use_muon": False}) if g["params"]
+    ]
+    return pytorch_optimizer.Muon(groups, **{**cfg, "adamw_betas": tuple(cfg["adamw_betas"])})
+
+
 def _pytorch_optimizer(class_name: str) -> Factory:
     def factory(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
         import pytorch_optimizer
 
-        return getattr(pytorch_optimizer, class_name)(params, **{**cfg, "betas": tuple(cfg["betas"])})
+        if "betas" in cfg:
+            cfg = {**cfg, "betas": tuple(cfg["betas"])}
+        return getattr(pytorch_optimizer, class_name)(params, **cfg)
 
     factory.__name__ = f"build_{class_name}"
     return factory
@@ -838,6 +859,110 @@ register(
                 tune={"lr": log_grid(-2, 1)},
                 quick_tune={"lr": log_grid(-1.5, 0)},
                 note="lr tuned on 1e-2..10",
+            )
+        },
+        requires="pytorch_optimizer",
+    )
+)
+register(
+    Method(
+        "soap",
+        "SOAP",
+        "pytorch-optimizer SOAP (Vyas et al., arXiv:2409.11321: Adam in the eigenbasis of Shampoo's "
+        "preconditioner) with the paper's settings: betas (0.95, 0.95), weight decay 0.01, eigenbasis "
+        "update every 10 steps (the paper's frequency), bias correction",
+        "gradient",
+        _pytorch_optimizer("SOAP"),
+        hyper={
+            "betas": [0.95, 0.95],
+            "weight_decay": 0.01,
+            "precondition_frequency": 10,
+            "max_precondition_dim": 10000,
+            "eps": 1e-8,
+        },
+        suites={
+            "nn": Setting(
+                tune={"lr": log_grid(-4, -1)},
+                quick_tune={"lr": log_grid(-3, -2)},
+                note="lr tuned on 1e-4..1e-1",
+            )
+        },
+        requires="pytorch_optimizer",
+    )
+)
+register(
+    Method(
+        "shampoo",
+        "Shampoo",
+        "pytorch-optimizer ScalableShampoo (Anil et al., arXiv:2002.09018; the AlgoPerf-winning family) "
+        "with RMSProp (Adam-style) grafting, betas (0.9, 0.999), preconditioning from step 25 with inverse "
+        "roots recomputed every 100 steps (the per-step recomputation of plain Shampoo costs ~40x an Adam "
+        "step), blocks of 256, Nesterov momentum",
+        "gradient",
+        _pytorch_optimizer("ScalableShampoo"),
+        hyper={
+            "betas": [0.9, 0.999],
+            "start_preconditioning_step": 25,
+            "preconditioning_compute_steps": 100,
+            "statistics_compute_steps": 1,
+            "block_size": 256,
+            "graft_type": 3,
+            "nesterov": True,
+        },
+        suites={
+            "nn": Setting(
+                tune={"lr": log_grid(-4, -1)},
+                quick_tune={"lr": log_grid(-3, -2)},
+                note="lr tuned on 1e-4..1e-1",
+            )
+        },
+        requires="pytorch_optimizer",
+    )
+)
+register(
+    Method(
+        "kron",
+        "PSGD-Kron",
+        "pytorch-optimizer Kron (X.-L. Li, arXiv:1512.04202; PSGD with Kronecker-factored preconditioners) "
+        "with momentum 0.9, the library's preconditioner-update probability schedule (1 annealed to 0.03) "
+        "and memory_save_mode 'smart_one_diag' (the largest dimension of each matrix gets a diagonal "
+        "factor); needs opt-einsum for torch.einsum's contraction order",
+        "gradient",
+        _pytorch_optimizer("Kron"),
+        hyper={"momentum": 0.9, "memory_save_mode": "smart_one_diag", "weight_decay": 0.0},
+        suites={
+            "nn": Setting(
+                tune={"lr": log_grid(-4, -1)},
+                quick_tune={"lr": log_grid(-3, -2)},
+                note="lr tuned on 1e-4..1e-1",
+            )
+        },
+        requires="pytorch_optimizer",
+    )
+)
+register(
+    Method(
+        "muon",
+        "Muon",
+        "pytorch-optimizer Muon (K. Jordan et al. 2024, kellerjordan.github.io/posts/muon; Liu et al., "
+        "arXiv:2502.16982): Nesterov momentum 0.95 orthogonalised by 5 Newton-Schulz steps on the hidden "
+        "weight matrices; the output layer and the 1-D parameters take its AdamW fallback (lr 3e-4, betas "
+        "(0.9, 0.95)), as the authors prescribe",
+        "gradient",
+        _muon,
+        hyper={
+            "momentum": 0.95,
+            "nesterov": True,
+            "ns_steps": 5,
+            "adamw_lr": 3e-4,
+            "adamw_betas": [0.9, 0.95],
+            "adamw_wd": 0.0,
+        },
+        suites={
+            "nn": Setting(
+                tune={"lr": log_grid(-3, 0)},
+                quick_tune={"lr": log_grid(-2, -1)},
+                note="Muon lr tuned on 1e-3..1",
             )
         },
         requires="pytorch_optimizer",
