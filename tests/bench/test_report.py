@@ -116,6 +116,7 @@ def test_report_errors(tmp_path):
         write_report(tmp_path / "missing.sqlite", tmp_path / "out")
     ResultStore(tmp_path / "empty.sqlite").close()
     text = write_report(tmp_path / "empty.sqlite", tmp_path / "out").read_text()
-    assert "No runs in `" in text and "hessopt bench nn` first" in text
+    assert "No runs in the stores" in text and "hessopt bench nn` first" in text
+    assert f"- `{tmp_path / 'empty.sqlite'}`: 0 runs (no runs)" in text
     with pytest.raises(ValueError, match="at least one"):
         write_report([], tmp_path / "out")
