@@ -12,8 +12,6 @@ A suite's worker pool (:mod:`hessopt.bench.harness.scheduling`) and the lattice 
 and when the block under :func:`process_pool` raises (an error, Ctrl-C, ``SIGTERM`` turned into an
 exception by the CLI), the queued work is cancelled and the workers are killed at once rather than
 waited for: only the parent writes results, so a worker's unfinished run has nothing to keep.
-
-This module imports nothing heavy, so that spawned workers start quickly.
 """
 
 from __future__ import annotations
