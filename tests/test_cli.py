@@ -102,6 +102,7 @@ def test_value_errors(tmp_path, capsys):
     assert "unknown method 'nosuch'" in capsys.readouterr().err
     assert main(["bench", "functions", "--functions", "nosuch", "--store", store, "--no-progress"]) == 2
     assert "unknown test function 'nosuch'" in capsys.readouterr().err
+    assert not os.path.exists(store)  # names are checked before the store file is created
     assert main(["report", "--store", str(tmp_path / "missing.sqlite")]) == 2
     assert "no results store" in capsys.readouterr().err
     assert main(["merge", str(tmp_path / "d.sqlite"), str(tmp_path / "missing.sqlite")]) == 2
