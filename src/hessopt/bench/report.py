@@ -16,26 +16,35 @@ counts and wall times. Each neural-network suite in a store gets the section of
 steps and wall-clock time, final metrics, step cost, tuning). Study fragments follow, then the
 environment and commands that produced the stores. ``report.html`` is the same report as one page
 with its figures inlined (:func:`hessopt.bench.render.markdown.to_html`).
+
+Several stores make one report over their union: they are opened read-only (nothing is written into
+them or beside them), copied into a temporary store (runs deduplicated by identity, as
+:func:`hessopt.bench.harness.store.merge` does), and the report is written from that, so every suite
+has one section, pooled over the stores. The report lists each input store, and at its top the parts
+of the suites that the commands that wrote them skipped (missing data or packages) and that no store
+has runs of.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from hessopt.bench.functions.protocol import SUITE
 from hessopt.bench.functions.report import functions_section
 from hessopt.bench.harness.environment import environment
-from hessopt.bench.harness.store import ResultStore
+from hessopt.bench.harness.store import ResultStore, same_file
 from hessopt.bench.nn.report import nn_section, nn_suite_names
 from hessopt.bench.render.html import to_html
 from hessopt.bench.render.markdown import environment_lines
 
 __all__ = ["write_report"]
+
 
 def _studies_section(out: Path, lines: list[str], studies: Sequence[str | Path]) -> None:
     """Append the study fragments to the report.
@@ -59,6 +68,40 @@ def _studies_section(out: Path, lines: list[str], studies: Sequence[str | Path])
             lines += [text.rstrip(), "", f"(from `{fragment.as_posix()}`)", ""]
 
 
+def _distinct(paths: Sequence[Path]) -> list[tuple[Path, int]]:
+    """Each store once (the same file under two names, hard links included), with how often it was given."""
+    out: list[tuple[Path, int]] = []
+    for path in paths:
+        for i, (seen, n) in enumerate(out):
+            if path == seen or same_file(path, seen):
+                out[i] = (seen, n + 1)
+                break
+        else:
+            out.append((path, 1))
+    return out
+
+
+def _not_run_lines(store: ResultStore) -> list[str]:
+    """The skips the suites recorded (missing data or packages) of which the store has no runs."""
+    rows = []
+    for note in store.notes():
+        problem, method = note["problem"] or None, note["method"] or None
+        if store.runs(note["suite"], problem=problem, method=method):
+            continue  # run after all: by a later invocation, or on another machine
+        rows.append(
+            f"- `{note['suite']}`: {note['message']} (noted {note['created_at']}, {note['hostname']})"
+        )
+    if not rows:
+        return []
+    return [
+        "**Not run**: the commands that wrote the stores skipped these parts of their suites "
+        "(the tables below leave them out); the fix is in each line.",
+        "",
+        *rows,
+        "",
+    ]
+
+
 def write_report(
     stores: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     out_dir: str | Path,
@@ -69,56 +112,88 @@ def write_report(
     """Write the benchmark report from one or several results stores.
 
     Write ``out_dir/report.md``, its PNG figures and ``out_dir/report.html`` (the same report as one
-    self-contained page) from one or several results stores.
+    self-contained page) from the union of the stores (see the module docstring): each suite found
+    (the test-function suite, :mod:`hessopt.bench.functions.suite`; the NN suites,
+    :mod:`hessopt.bench.nn.report`) gets one section over the runs of every store.
 
-    Each store contributes the sections of the suites it holds: the test-function suite
-    (:mod:`hessopt.bench.functions.suite`) and the NN suites (:mod:`hessopt.bench.nn.report`).
-    Returns the path of ``report.md``. ``command`` is the provenance line (the CLI passes its argv).
-    ``studies``: folders of study fragments (``hessopt bench ogr-studies``, ``benchmarks/step_cost.py``)
-    appended after the suites when present.
+    Args:
+        stores: one store or several; each is opened read-only, and one given twice counts once.
+        out_dir: the report's folder (created if missing).
+        command: the provenance line (the CLI passes its argv).
+        studies: folders of study fragments (``hessopt bench ogr-studies``, ``benchmarks/step_cost.py``)
+            appended after the suites when present.
+
+    Returns:
+        The path of ``report.md``.
+
+    Raises:
+        StoreError: a store is missing or not a usable hessopt store (checked before anything is
+            written).
+        ValueError: no store given, or ``out_dir`` is a file.
     """
     paths = [Path(stores)] if isinstance(stores, (str, os.PathLike)) else [Path(s) for s in stores]
     if not paths:
         raise ValueError("write_report needs at least one results store")
-    for path in paths:
-        if not path.is_file():
-            raise ValueError(
-                f"no results store at {path}; run `hessopt bench functions` or `hessopt bench nn` first, "
-                "or pass --store"
-            )
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"the report folder {out} is a file; pass a folder (created if missing)")
+    distinct = _distinct(paths)
+    with contextlib.ExitStack() as stack:
+        inputs = [stack.enter_context(ResultStore(p, readonly=True)) for p, _ in distinct]
+        union = stack.enter_context(
+            ResultStore(Path(stack.enter_context(tempfile.TemporaryDirectory())) / "union.sqlite")
+        )
+        store_lines = []
+        for (path, given), inp in zip(distinct, inputs, strict=True):
+            union.add_store(inp)
+            suites = ", ".join(inp.suites()) or "no runs"
+            again = f"; given {given} times, read once" if given > 1 else ""
+            store_lines.append(f"- `{path}`: {inp.count()} runs ({suites}{again})")
+        return _write(union, out, store_lines, command, studies)
+
+
+def _write(
+    store: ResultStore,
+    out: Path,
+    store_lines: list[str],
+    command: str | None,
+    studies: Sequence[str | Path],
+) -> Path:
+    """Write the report of ``store`` (the union of the inputs, listed in ``store_lines``) into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     lines = [
         "# hessopt benchmark report",
         "",
         f"Generated {date} by `{command or 'hessopt.bench.report.write_report'}` from "
-        f"{', '.join(f'`{p}`' for p in paths)}.",
+        f"{'these stores' if len(store_lines) > 1 else 'the store'} (one report over all their runs):",
+        "",
+        *store_lines,
         "",
     ]
-    invocations: list[dict[str, Any]] = []
-    for path in paths:
-        with ResultStore(path) as store:
-            invocations += store.invocations()
+    hosts = sorted({r.hostname for r in store.runs()})
+    if len(hosts) > 1:
+        lines += [
+            f"The runs come from {len(hosts)} machines ({', '.join(hosts)}): wall-clock times and their "
+            "ratios compare runs of different machines; steps and evaluations do not depend on it.",
+            "",
+        ]
+    lines += _not_run_lines(store)
+    invocations = store.invocations()
     if invocations:
         lines += ["Commands that wrote the stores:", ""]
-        lines += [
-            f"- `{inv['command']}` ({inv['started_at']}, {inv['environment'].get('hostname', '?')})"
-            for inv in invocations
-        ]
+        for inv in invocations:
+            env = inv["environment"]
+            warning = f"; warning: {env['warning']}" if env.get("warning") else ""
+            lines.append(f"- `{inv['command']}` ({inv['started_at']}, {env.get('hostname', '?')}{warning})")
         lines.append("")
-    for path in paths:
-        with ResultStore(path) as store:
-            nn_suites = nn_suite_names(store)
-            if store.count(SUITE):
-                functions_section(store, out, lines)
-            elif not nn_suites:
-                lines += [
-                    f"No runs in `{path}`: run `hessopt bench functions` or `hessopt bench nn` first.",
-                    "",
-                ]
-            for suite in nn_suites:
-                nn_section(store, out, lines, suite)
+    nn_suites = nn_suite_names(store)
+    if store.count(SUITE):
+        functions_section(store, out, lines)
+    for suite in nn_suites:
+        nn_section(store, out, lines, suite)
+    if not store.count(SUITE) and not nn_suites:
+        lines += ["No runs in the stores: run `hessopt bench functions` or `hessopt bench nn` first.", ""]
     _studies_section(out, lines, studies)
     lines += ["## Environment", ""]
     lines += environment_lines(invocations, environment())

@@ -59,7 +59,7 @@ import scipy.optimize
 import torch
 
 from hessopt.bench.functions.protocol import FULL, SUITE, Protocol, problem_id, resolve_functions
-from hessopt.bench.harness.environment import environment
+from hessopt.bench.harness.environment import invocation_environment
 from hessopt.bench.harness.scheduling import drain, suite_session
 from hessopt.bench.harness.store import ResultStore, RunRecord, canonical_json
 from hessopt.bench.harness.tuning import TuningOutcome, tune
@@ -72,6 +72,7 @@ __all__ = [
     "run_config",
     "run_grid",
     "run_starts",
+    "resolve_methods",
     "run_suite",
     "tune_on_function",
 ]
@@ -499,7 +500,12 @@ def _execute(task: _Task) -> TuningOutcome | list[StartResult]:
 
 @dataclass
 class SuiteOutcome:
-    """What one invocation did: runs in its shard, already stored, run now, by status, wall time."""
+    """What one invocation did.
+
+    Runs in its shard (``planned``), already stored (``skipped``), claimed by another live process
+    and so left to it (``held``, with ``holders`` saying which), run now (``executed``), by status,
+    tunings done, wall time.
+    """
 
     planned: int = 0
     skipped: int = 0
@@ -507,10 +513,13 @@ class SuiteOutcome:
     written: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     tuned: int = 0
+    held: int = 0
+    holders: list[str] = field(default_factory=list)
     wall_time: float = 0.0
 
 
-def _parse_methods(methods: Iterable[str] | None) -> list[SuiteMethod]:
+def resolve_methods(methods: Iterable[str] | None) -> list[SuiteMethod]:
+    """The suite's methods by name (None: every method registered for the suite), each name checked."""
     names = [m.name for m in methods_in(SUITE)] if methods is None else list(methods)
     if not names:
         raise ValueError("methods must name at least one method")
@@ -538,7 +547,9 @@ def run_suite(
     Tuning (step-size methods) runs in every shard that needs it; it is deterministic, so shards agree.
     ``workers > 1`` runs tasks (tunings, chunks of starts) in that many worker processes (forked where
     the platform allows, each with one torch thread); the parent alone writes the store.
-    ``command`` is recorded for the report.
+    ``command`` is recorded for the report. Runs and tunings are claimed in the store before they are
+    computed (:meth:`ResultStore.claim`), so a second invocation on the same store skips what this one
+    computes.
     """
     index, count = shard
     if not (isinstance(index, int) and isinstance(count, int) and 1 <= index <= count):
@@ -546,13 +557,10 @@ def run_suite(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     fns = resolve_functions(functions)
-    meths = _parse_methods(methods)
+    meths = resolve_methods(methods)
     t_start = time.perf_counter()
     if command is not None:
-        threads = 1 if workers > 1 else torch.get_num_threads()
-        store.record_invocation(
-            SUITE, command, {**environment(), "workers": workers, "worker_threads": threads}
-        )
+        store.record_invocation(SUITE, command, invocation_environment(workers))
 
     # The shard's seeds of every (function, method), in canonical order.
     mine: dict[tuple[int, int], list[int]] = {}
@@ -564,13 +572,54 @@ def run_suite(
                     mine.setdefault((fi, mi), []).append(seed)
                 position += 1
     outcome = SuiteOutcome(planned=sum(len(s) for s in mine.values()))
+    try:
+        _run_shard(store, fns, meths, protocol, shard, mine, workers, progress, outcome)
+    finally:
+        store.release_claims()
+    outcome.wall_time = time.perf_counter() - t_start
+    return outcome
+
+
+def _run_shard(
+    store: ResultStore,
+    fns: list[BenchmarkFunction],
+    meths: list[SuiteMethod],
+    protocol: Protocol,
+    shard: tuple[int, int],
+    mine: dict[tuple[int, int], list[int]],
+    workers: int,
+    progress: bool,
+    outcome: SuiteOutcome,
+) -> None:
+    """The body of :func:`run_suite`: claim, run and store the shard's missing runs (``mine``)."""
+    index, count = shard
     done = store.done_keys(SUITE)
+
+    def note_holders(holders: Iterable[str]) -> None:
+        outcome.holders.extend(h for h in dict.fromkeys(holders) if h not in outcome.holders)
+
+    def claim_tuning(fi: int, mi: int) -> bool:
+        """Whether this process may tune (function, method); else another process is tuning it."""
+        fn, method = fns[fi], meths[mi]
+        context = canonical_json(_tuning_context(fn, method, protocol))
+        result = store.claim([(f"{SUITE}-tuning", problem_id(fn), method.name, context, 0)])
+        if result.held:  # the pair's runs wait for that tuning: the other process runs them
+            outcome.held += len(mine[(fi, mi)])
+            note_holders(result.held.values())
+        return not result.held
 
     def eval_tasks(fi: int, mi: int, hyper: dict[str, Any]) -> list[_Task]:
         fn, method = fns[fi], meths[mi]
         cj = canonical_json(run_config(fn, method, hyper, protocol))
         todo = [s for s in mine[(fi, mi)] if (problem_id(fn), method.name, cj, s) not in done]
         outcome.skipped += len(mine[(fi, mi)]) - len(todo)
+        if todo:
+            result = store.claim([(SUITE, problem_id(fn), method.name, cj, s) for s in todo])
+            outcome.held += len(result.held)
+            note_holders(result.held.values())
+            outcome.skipped += len(result.stored)
+            claimed = {k[4] for k in result.claimed}
+            todo = [s for s in todo if s in claimed]
         size = len(todo) if method.batchable else CHUNK
         return [
             _Task("eval", fn, method.name, protocol, hyper, tuple(todo[j : j + size]))
@@ -586,8 +635,9 @@ def run_suite(
                 SUITE, problem_id(fn), method.name, _tuning_context(fn, method, protocol)
             )
             if chosen is None:
-                tasks.append(_Task("tune", fn, method.name, protocol))
-                pending_runs += len(seeds)
+                if claim_tuning(fi, mi):
+                    tasks.append(_Task("tune", fn, method.name, protocol))
+                    pending_runs += len(seeds)
                 continue
             hyper = method.config(chosen)
         else:
@@ -635,5 +685,3 @@ def run_suite(
             return []
 
         drain(queue, _execute, handle, pool)
-    outcome.wall_time = time.perf_counter() - t_start
-    return outcome

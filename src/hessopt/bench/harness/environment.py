@@ -8,7 +8,7 @@ import platform
 import socket
 from typing import Any
 
-__all__ = ["environment", "torch_version"]
+__all__ = ["environment", "invocation_environment", "torch_version"]
 
 
 def torch_version() -> str:
@@ -47,3 +47,27 @@ def environment() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def invocation_environment(workers: int) -> dict[str, Any]:
+    """The environment of a suite's invocation: :func:`environment` plus its worker setting.
+
+    Args:
+        workers: the invocation's worker processes (1: runs in the invoking process).
+
+    Returns:
+        :func:`environment` with ``workers``, ``worker_threads`` (torch threads per run: 1 in worker
+        processes) and, when ``workers`` exceeds the CPU count, a ``warning`` saying so (the runs then
+        compete for cores and their timings are slower; the report repeats it).
+    """
+    import torch
+
+    env = {
+        **environment(),
+        "workers": workers,
+        "worker_threads": 1 if workers > 1 else torch.get_num_threads(),
+    }
+    cpus = os.cpu_count() or 1
+    if workers > cpus:
+        env["warning"] = f"{workers} workers on {cpus} CPUs: runs competed for cores, timings are slower"
+    return env

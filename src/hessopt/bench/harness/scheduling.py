@@ -25,16 +25,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from hessopt.bench.harness.workers import process_pool, stop_workers
+
 Task = TypeVar("Task")
 
 __all__ = ["drain", "suite_session"]
 
 
-def _worker_context() -> multiprocessing.context.BaseContext:
+def _start_method() -> str:
     """Fork where the platform has it (no re-import of torch per worker), else spawn."""
-    return multiprocessing.get_context(
-        "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    )
+    return "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def _worker_init() -> None:
@@ -54,16 +54,14 @@ def suite_session(
 
     ``(pool, bar, bar_task)`` for running a suite: a process pool of ``workers`` one-thread workers
     (None when ``workers == 1`` or there is nothing to run), forked before the progress bar starts its
-    thread, and a progress bar (disabled unless ``progress``) with one task of ``total`` steps.
+    thread, and a progress bar (disabled unless ``progress``) with one task of ``total`` steps. The
+    workers end with this process, and are killed when the block raises
+    (:func:`hessopt.bench.harness.workers.process_pool`).
     """
     with contextlib.ExitStack() as stack:
         pool = None
         if workers > 1 and has_work:
-            pool = stack.enter_context(
-                ProcessPoolExecutor(
-                    max_workers=workers, mp_context=_worker_context(), initializer=_worker_init
-                )
-            )
+            pool = stack.enter_context(process_pool(workers, _start_method(), _worker_init))
             pool.submit(int).result()  # start (fork) the workers before the progress bar starts its thread
         columns = (
             TextColumn("{task.description}"),
@@ -87,7 +85,8 @@ def drain(
     Without a pool, tasks run in this process in queue order (new ones appended at the end). With a
     pool, all queued tasks are submitted at once and each result is handled as soon as it is ready
     (``on_result`` always runs in this process, so it may write to a store or a progress bar). If
-    anything raises, pending work is cancelled and the exception propagates.
+    anything raises (Ctrl-C included), pending work is cancelled, a process pool's workers are killed,
+    and the exception propagates.
     """
     if pool is None:
         while queue:
@@ -104,5 +103,8 @@ def drain(
                 for new in on_result(task, fut.result()):
                     futures[pool.submit(execute, new)] = new
     except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+        if isinstance(pool, ProcessPoolExecutor):
+            stop_workers(pool)  # kill the workers: their unfinished runs have nothing to keep
+        else:
+            pool.shutdown(wait=False, cancel_futures=True)
         raise

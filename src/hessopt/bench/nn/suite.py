@@ -120,7 +120,7 @@ from typing import Any
 
 import torch
 
-from hessopt.bench.harness.environment import environment
+from hessopt.bench.harness.environment import invocation_environment
 from hessopt.bench.harness.scheduling import drain, suite_session
 from hessopt.bench.harness.store import ResultStore, RunRecord, canonical_json
 from hessopt.bench.harness.tuning import TuningOutcome, grid_points, tune
@@ -132,6 +132,7 @@ from hessopt.problems.registry import Budget, Problem, get_problem
 __all__ = [
     "DATA_SEED_OFFSET",
     "RunResult",
+    "Skip",
     "SuiteOutcome",
     "SuitePair",
     "drive_step",
@@ -139,6 +140,7 @@ __all__ = [
     "run_config",
     "run_one",
     "run_suite",
+    "skips",
 ]
 
 DATA_SEED_OFFSET = 7919
@@ -444,8 +446,10 @@ def _execute(task: _Task) -> RunResult:
 class SuiteOutcome:
     """What one invocation did.
 
-    ``planned``: runs of this shard (tuning + evaluation); ``skipped``: of those, already stored; ``notes``:
-    problems/methods/pairs left out, with the reason.
+    ``planned``: runs of this shard (tuning + evaluation); ``skipped``: of those, already stored;
+    ``held``: of those, claimed by another live process (not run here; ``holders`` says which);
+    ``skips``: what of the suite cannot run here (also recorded in the store's notes, except the
+    ``"size"`` ones); ``notes``: those and other remarks, as text.
     """
 
     planned: int = 0
@@ -454,6 +458,9 @@ class SuiteOutcome:
     written: int = 0
     by_status: dict[str, int] = field(default_factory=dict)
     tuned: int = 0
+    held: int = 0
+    holders: list[str] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     wall_time: float = 0.0
 
@@ -484,45 +491,100 @@ def _tuning_context(suite: NNSuite, pair: SuitePair) -> dict[str, Any]:
     }
 
 
-def plan(suite: NNSuite, shard: tuple[int, int] = (1, 1)) -> tuple[list[SuitePair], list[str]]:
+@dataclass(frozen=True)
+class Skip:
+    """A part of a suite that cannot run here, and why.
+
+    Attributes:
+        kind: ``"data"`` (a problem's data set is missing), ``"package"`` (a method's package is not
+            installed) or ``"size"`` (the method does not apply to the problem's parameter count: by
+            design, e.g. BFGS's dense matrix).
+        problem: the problem left out ("" for every problem).
+        method: the method left out ("" for every method).
+        reason: what is missing and the fix.
+    """
+
+    kind: str
+    problem: str
+    method: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"skipped {self.reason}"
+
+
+def skips(suite: NNSuite) -> list[Skip]:
+    """What of ``suite`` (all shards) cannot run here: problems without data, methods without package, pairs.
+
+    Loads no data (availability is checked without loading); builds each problem's model once to count
+    its parameters.
+    """
+    out: list[Skip] = []
+    for pname in suite.problems:
+        reason = get_problem(pname).unavailable_reason()
+        if reason:
+            out.append(Skip("data", pname, "", reason))
+    for mname in suite.methods:
+        missing = suite.method(mname).missing_requirement()
+        if missing:
+            out.append(Skip("package", "", mname, missing))
+    absent = {s.problem for s in out} | {s.method for s in out}
+    for pname in suite.problems:
+        problem = get_problem(pname)
+        for mname in suite.methods:
+            method = suite.method(mname)
+            if pname in absent or mname in absent or method.applies_to(problem.num_parameters()):
+                continue
+            out.append(
+                Skip(
+                    "size",
+                    pname,
+                    mname,
+                    f"{mname} on {pname}: {problem.num_parameters():,} parameters exceed its limit "
+                    f"of {method.max_params:,}",
+                )
+            )
+    return out
+
+
+def plan(suite: NNSuite, shard: tuple[int, int] = (1, 1)) -> tuple[list[SuitePair], list[Skip]]:
     """The pairs of a shard that can run here.
 
-    The (problem, method) pairs of ``shard`` that can run here, and notes on what is left out
-    (unavailable data, missing packages, methods that do not apply). Pairs are dealt round-robin in
-    canonical order over *all* pairs, so the partition does not depend on what is installed.
+    The (problem, method) pairs of ``shard`` that can run here, and what of the suite is left out
+    (:func:`skips`: unavailable data, missing packages, methods that do not apply). Pairs are dealt
+    round-robin in canonical order over *all* pairs, so the partition does not depend on what is
+    installed.
     """
     index, count = shard
     if not (isinstance(index, int) and isinstance(count, int) and 1 <= index <= count):
         raise ValueError(f"shard must be (i, n) with 1 <= i <= n, got {shard!r}")
-    notes: list[str] = []
+    left_out = skips(suite)
+    excluded = {(s.problem, s.method) for s in left_out}
     pairs: list[SuitePair] = []
     position = -1
     for pname in suite.problems:
         problem = get_problem(pname)
-        reason = problem.unavailable_reason()
-        if reason:
-            notes.append(f"skipped {reason}")
         for mname in suite.methods:
             position += 1
-            if reason or position % count != index - 1:
-                continue
-            method = suite.method(mname)
-            missing = method.missing_requirement()
-            if missing:
-                if f"skipped {missing}" not in notes:
-                    notes.append(f"skipped {missing}")
-                continue
-            if not method.applies_to(problem.num_parameters()):
-                notes.append(
-                    f"skipped {mname} on {pname}: {problem.num_parameters():,} parameters exceed its limit "
-                    f"of {method.max_params:,}"
-                )
+            if position % count != index - 1 or excluded & {(pname, ""), ("", mname), (pname, mname)}:
                 continue
             num_train = _data(problem, suite.limit).num_train
             pairs.append(
-                SuitePair(problem, method, suite.budget_of(problem), suite.evaluations_of(problem), num_train)
+                SuitePair(
+                    problem,
+                    suite.method(mname),
+                    suite.budget_of(problem),
+                    suite.evaluations_of(problem),
+                    num_train,
+                )
             )
-    return pairs, notes
+    return pairs, left_out
+
+
+def _task_config(t: _Task) -> dict[str, Any]:
+    """The stored configuration of a task's run."""
+    problem = get_problem(t.problem)
+    return run_config(problem, t.hyper, t.budget, t.evaluations, _data(problem, t.limit).num_train, t.limit)
 
 
 def run_suite(
@@ -536,26 +598,51 @@ def run_suite(
 ) -> SuiteOutcome:
     """Run (the missing part of) ``suite``'s shard, storing every run as it ends (see the module docstring).
 
-    Returns what was done; problems/methods that cannot run here are in ``notes``.
+    Runs are claimed in the store before they are computed (:meth:`ResultStore.claim`), so a second
+    invocation of the same suite on the same store skips what this one computes, and vice versa.
+    Problems and methods that cannot run here are in the outcome's ``skips`` and in the store's notes.
+    Returns what was done.
     """
     suite = get_suite(suite) if isinstance(suite, str) else suite
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     t_start = time.perf_counter()
-    pairs, notes = plan(suite, shard)
-    outcome = SuiteOutcome(notes=notes)
+    pairs, left_out = plan(suite, shard)
+    outcome = SuiteOutcome(skips=left_out, notes=[str(s) for s in left_out])
     if command is not None:
-        threads = 1 if workers > 1 else torch.get_num_threads()
-        store.record_invocation(
-            suite.name, command, {**environment(), "workers": workers, "worker_threads": threads}
-        )
+        store.record_invocation(suite.name, command, invocation_environment(workers))
+    for skip in left_out:
+        if skip.kind != "size":  # the size limits are the protocol's, not something missing here
+            store.add_note(suite.name, skip.reason, problem=skip.problem, method=skip.method)
+    try:
+        _run_pairs(store, suite, pairs, shard, workers, progress, outcome)
+    finally:
+        store.release_claims()
+    outcome.wall_time = time.perf_counter() - t_start
+    return outcome
+
+
+def _run_pairs(
+    store: ResultStore,
+    suite: NNSuite,
+    pairs: list[SuitePair],
+    shard: tuple[int, int],
+    workers: int,
+    progress: bool,
+    outcome: SuiteOutcome,
+) -> None:
+    """The body of :func:`run_suite`: claim, run and store what is missing of ``pairs``."""
     done = store.done_keys(suite.name)
     done_tuning = store.done_keys(suite.tuning_suite)
-    stored_objective: dict[tuple[str, str, str, int], float] = {
-        (r.problem, r.method, canonical_json(r.config), r.seed): r.summary.get("objective", math.inf)
-        for r in store.runs(suite.tuning_suite)
-        if r.status != "failed"
-    }
+
+    def objectives() -> dict[tuple[str, str, str, int], float]:
+        return {
+            (r.problem, r.method, canonical_json(r.config), r.seed): r.summary.get("objective", math.inf)
+            for r in store.runs(suite.tuning_suite)
+            if r.status != "failed"
+        }
+
+    stored_objective = objectives()
 
     def cfg_json(pair: SuitePair, hyper: Mapping[str, Any]) -> str:
         return canonical_json(
@@ -567,6 +654,34 @@ def run_suite(
             role, pair.problem.name, pair.method.name, hyper, seed, pair.budget, pair.evaluations, suite.limit
         )
 
+    held_pairs: set[tuple[str, str]] = set()
+
+    def claim(tasks: list[_Task]) -> list[_Task]:
+        """The tasks claimed for this process; the others are stored or held by another process."""
+        if not tasks:
+            return []
+        keys = [
+            (
+                suite.tuning_suite if t.role == "tuning" else suite.name,
+                t.problem,
+                t.method,
+                canonical_json(_task_config(t)),
+                t.seed,
+            )
+            for t in tasks
+        ]
+        result = store.claim(keys)
+        outcome.skipped += len(result.stored)
+        outcome.held += len(result.held)
+        for key, holder in result.held.items():
+            held_pairs.add((key[1], key[2]))
+            if holder not in outcome.holders:
+                outcome.holders.append(holder)
+        if any(k[0] == suite.tuning_suite for k in result.stored):
+            stored_objective.update(objectives())  # stored by another process since we looked
+        mine = set(result.claimed)
+        return [t for t, k in zip(tasks, keys, strict=True) if k in mine]
+
     def eval_tasks(pair: SuitePair, hyper: dict[str, Any]) -> list[_Task]:
         cj = cfg_json(pair, hyper)
         out = []
@@ -575,7 +690,7 @@ def run_suite(
                 outcome.skipped += 1
             else:
                 out.append(task(pair, "evaluation", hyper, seed))
-        return out
+        return claim(out)
 
     def try_tune(pair: SuitePair) -> dict[str, Any] | None:
         """The chosen configuration once every tuning run is stored (tuning it now if needed)."""
@@ -631,33 +746,28 @@ def run_suite(
             outcome.skipped += len(grid) * len(suite.tuning_seeds)
             evaluation_tasks += eval_tasks(pair, pair.method.config(chosen))
             continue
+        tuning_tasks = []
         for hyper in grid:
             cj = cfg_json(pair, hyper)
             for seed in suite.tuning_seeds:
                 if (pair.problem.name, pair.method.name, cj, seed) in done_tuning:
                     outcome.skipped += 1
                 else:
-                    queue.append(task(pair, "tuning", hyper, seed))
+                    tuning_tasks.append(task(pair, "tuning", hyper, seed))
+        queue.extend(claim(tuning_tasks))
         hyper = try_tune(pair)
         if hyper is None:
             waiting[(pair.problem.name, pair.method.name)] = pair
         else:
             evaluation_tasks += eval_tasks(pair, hyper)
     queue.extend(evaluation_tasks)
-    remaining = outcome.planned - outcome.skipped
+    remaining = outcome.planned - outcome.skipped - outcome.held
 
     def handle(t: _Task, result: RunResult) -> list[_Task]:
         pair_key = (t.problem, t.method)
         suite_name = suite.tuning_suite if t.role == "tuning" else suite.name
         pair = waiting.get(pair_key)
-        config = run_config(
-            get_problem(t.problem),
-            t.hyper,
-            t.budget,
-            t.evaluations,
-            _data(get_problem(t.problem), t.limit).num_train,
-            t.limit,
-        )
+        config = _task_config(t)
         record = RunRecord(
             suite=suite_name,
             problem=t.problem,
@@ -700,11 +810,13 @@ def run_suite(
             return new
 
         drain(queue, _execute, finished, pool)
-    # a pair whose tuning runs failed stays untuned (its failed runs are retried next time)
-    for (pname, mname), _ in waiting.items():
-        outcome.notes.append(f"{mname} on {pname}: tuning incomplete (failed tuning runs); re-run to retry")
-    outcome.wall_time = time.perf_counter() - t_start
-    return outcome
+    # a pair whose tuning runs failed stays untuned (its failed runs are retried next time); one whose
+    # tuning runs another process holds is finished by that process
+    for pname, mname in waiting:
+        if (pname, mname) not in held_pairs:
+            outcome.notes.append(
+                f"{mname} on {pname}: tuning incomplete (failed tuning runs); re-run to retry"
+            )
 
 
 def _grid(method: SuiteMethod) -> list[dict[str, float]]:

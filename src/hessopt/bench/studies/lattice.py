@@ -40,12 +40,11 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import numbers
 import statistics
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -53,6 +52,7 @@ from typing import Any
 
 import torch
 
+from hessopt.bench.harness import workers as workers_mod
 from hessopt.bench.harness.stats import geometric_mean
 from hessopt.bench.methods import get_method
 from hessopt.problems.functions import BenchmarkFunction, get_function
@@ -541,7 +541,8 @@ def run_study(
     """Every (experiment, method, noise seed) of the study; rows in that order.
 
     ``experiments`` defaults to all of :data:`EXPERIMENTS`, ``methods`` to :data:`DEFAULT_METHODS`.
-    ``workers > 1`` runs the runs in that many spawned processes (the results do not depend on it).
+    ``workers > 1`` runs the runs in that many spawned processes (the results do not depend on it),
+    which end with this process (:func:`hessopt.bench.harness.workers.process_pool`).
     ``progress`` is called with each row as it finishes (in completion order).
     """
     exps = [_experiment(e) for e in (EXPERIMENTS if experiments is None else experiments)]
@@ -562,7 +563,7 @@ def run_study(
         return rows
     order = sorted(range(len(tasks)), key=lambda i: -_cost(tasks[i]))  # longest first: a short tail
     results: list[dict[str, Any] | None] = [None] * len(tasks)
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with workers_mod.process_pool(workers, "spawn") as pool:
         futures = {pool.submit(_task, tasks[i]): i for i in order}
         for fut in as_completed(futures):
             results[futures[fut]] = row = fut.result()
