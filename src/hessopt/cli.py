@@ -4,9 +4,10 @@
 
     hessopt bench functions [--quick] [--starts N] [--steps N] [--methods a,b] [--functions f,g]
                             [--store PATH] [--shard i/n] [--workers N] [--noise-std S] [--no-progress]
+                            [--executor local|ray] [--address ADDR]
     hessopt bench nn [--suite quick|full] [--problems p,q] [--methods a,b] [--seeds N|s,t]
                      [--tune-seeds N|s,t] [--epochs E] [--steps N] [--store PATH] [--shard i/n]
-                     [--workers N] [--no-progress]
+                     [--workers N] [--no-progress] [--executor local|ray] [--address ADDR]
     hessopt report [--store PATH ...] [--out DIR] [--studies DIR,DIR]   (report.md, PNGs, report.html)
     hessopt merge DST SRC [SRC ...]
     hessopt list                      (methods, test functions, neural-network methods and problems)
@@ -115,6 +116,21 @@ def _version() -> str:
     return __version__
 
 
+def _add_executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: a process pool of --workers processes (default); ray: one Ray task per run",
+    )
+    parser.add_argument(
+        "--address",
+        help="with --executor ray: the Ray cluster to use (e.g. auto, ray://head:10001); default: a local "
+        "Ray instance with --workers CPUs",
+    )
+
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hessopt`` command."""
     parser = argparse.ArgumentParser(prog="hessopt", description=__doc__.split("\n\n")[0])
@@ -155,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=min(2, os.cpu_count() or 1),
         help="processes for per-start methods (default: min(2, CPU count))",
     )
+    _add_executor_options(fn)
     fn.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     studies = suites.add_parser(
@@ -211,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=min(2, os.cpu_count() or 1),
         help="worker processes, one torch thread each (default: min(2, CPU count))",
     )
+    _add_executor_options(nn)
     nn.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     rep = sub.add_parser("report", help="write report.md and figures from a results store")
@@ -306,6 +324,8 @@ def _bench_functions(args: argparse.Namespace, command: str) -> int:
             workers=args.workers,
             progress=not args.no_progress,
             command=command,
+            executor=args.executor,
+            address=args.address,
         )
     return _finish("", outcome, t0, args.store)
 
@@ -372,6 +392,8 @@ def _bench_nn(args: argparse.Namespace, command: str) -> int:
             workers=args.workers,
             progress=not args.no_progress,
             command=command,
+            executor=args.executor,
+            address=args.address,
         )
     for note in outcome.notes[len(outcome.skips) :]:
         print(f"hessopt: {note}", file=sys.stderr)

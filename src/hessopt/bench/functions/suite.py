@@ -60,7 +60,7 @@ import torch
 
 from hessopt.bench.functions.protocol import FULL, SUITE, Protocol, problem_id, resolve_functions
 from hessopt.bench.harness.environment import invocation_environment
-from hessopt.bench.harness.scheduling import drain, suite_session
+from hessopt.bench.harness.scheduling import check_executor, drain, suite_session
 from hessopt.bench.harness.store import ResultStore, RunRecord, canonical_json
 from hessopt.bench.harness.tuning import TuningOutcome, tune
 from hessopt.bench.methods import SuiteMethod, get_method, methods_in
@@ -538,6 +538,8 @@ def run_suite(
     workers: int = 1,
     progress: bool = True,
     command: str | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> SuiteOutcome:
     """Run (the missing part of) the suite and store each run as it ends.
 
@@ -546,7 +548,8 @@ def run_suite(
     :func:`~hessopt.bench.harness.store.merge`.
     Tuning (step-size methods) runs in every shard that needs it; it is deterministic, so shards agree.
     ``workers > 1`` runs tasks (tunings, chunks of starts) in that many worker processes (forked where
-    the platform allows, each with one torch thread); the parent alone writes the store.
+    the platform allows, each with one torch thread), ``executor="ray"`` as Ray tasks (on the cluster at
+    ``address``, or a local instance); the parent alone writes the store.
     ``command`` is recorded for the report. Runs and tunings are claimed in the store before they are
     computed (:meth:`ResultStore.claim`), so a second invocation on the same store skips what this one
     computes.
@@ -556,6 +559,7 @@ def run_suite(
         raise ValueError(f"shard must be (i, n) with 1 <= i <= n, got {shard!r}")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    check_executor(executor, address)
     fns = resolve_functions(functions)
     meths = resolve_methods(methods)
     t_start = time.perf_counter()
@@ -573,7 +577,7 @@ def run_suite(
                 position += 1
     outcome = SuiteOutcome(planned=sum(len(s) for s in mine.values()))
     try:
-        _run_shard(store, fns, meths, protocol, shard, mine, workers, progress, outcome)
+        _run_shard(store, fns, meths, protocol, shard, mine, workers, progress, outcome, executor, address)
     finally:
         store.release_claims()
     outcome.wall_time = time.perf_counter() - t_start
@@ -590,6 +594,8 @@ def _run_shard(
     workers: int,
     progress: bool,
     outcome: SuiteOutcome,
+    executor: str,
+    address: str | None,
 ) -> None:
     """The body of :func:`run_suite`: claim, run and store the shard's missing runs (``mine``)."""
     index, count = shard
@@ -651,7 +657,13 @@ def _run_shard(
     # tuning first, so that tuned methods' runs can join the queue as early as possible
     queue = deque(sorted(tasks, key=lambda t: t.kind != "tune"))
     session = suite_session(
-        workers, bool(queue), progress=progress, description=f"{SUITE} [{index}/{count}]", total=pending_runs
+        workers,
+        bool(queue),
+        progress=progress,
+        description=f"{SUITE} [{index}/{count}]",
+        total=pending_runs,
+        executor=executor,
+        address=address,
     )
     with session as (pool, bar, runs_bar):
 

@@ -25,11 +25,20 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from hessopt.bench.harness.executors import EXECUTORS, RayExecutor
 from hessopt.bench.harness.workers import process_pool, stop_workers
 
 Task = TypeVar("Task")
 
-__all__ = ["drain", "suite_session"]
+__all__ = ["check_executor", "drain", "suite_session"]
+
+
+def check_executor(executor: str, address: str | None) -> None:
+    """ValueError naming the problem when ``executor``/``address`` are not a valid pair."""
+    if executor not in EXECUTORS:
+        raise ValueError(f"executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if address is not None and executor != "ray":
+        raise ValueError("--address names a Ray cluster: use it with --executor ray")
 
 
 def _start_method() -> str:
@@ -48,19 +57,44 @@ def _worker_init() -> None:
 
 @contextlib.contextmanager
 def suite_session(
-    workers: int, has_work: bool, *, progress: bool, description: str, total: int
+    workers: int,
+    has_work: bool,
+    *,
+    progress: bool,
+    description: str,
+    total: int,
+    executor: str = "local",
+    address: str | None = None,
 ) -> Iterator[tuple[Executor | None, Progress, TaskID]]:
-    """The worker pool and progress bar of a suite.
+    """The executor and progress bar of a suite.
 
-    ``(pool, bar, bar_task)`` for running a suite: a process pool of ``workers`` one-thread workers
-    (None when ``workers == 1`` or there is nothing to run), forked before the progress bar starts its
-    thread, and a progress bar (disabled unless ``progress``) with one task of ``total`` steps. The
-    workers end with this process, and are killed when the block raises
-    (:func:`hessopt.bench.harness.workers.process_pool`).
+    Args:
+        workers: processes of the local pool (1: run in this process); with ``executor="ray"`` and no
+            ``address``, the CPUs of the local Ray instance (1: all of this machine's).
+        has_work: False when nothing will be submitted (no pool is started).
+        progress: show the progress bar.
+        description: the bar's label.
+        total: the bar's number of steps.
+        executor: ``"local"`` (a process pool of one-thread workers, forked before the bar starts its
+            thread; they end with this process and are killed when the block raises,
+            :func:`hessopt.bench.harness.workers.process_pool`) or ``"ray"``
+            (:class:`hessopt.bench.harness.executors.RayExecutor`).
+        address: the Ray cluster to connect to (``executor="ray"`` only).
+
+    Yields:
+        ``(pool, bar, bar_task)``: the executor (None to run in this process), the bar and its task.
+
+    Raises:
+        ValueError: for an unknown executor, or an address without Ray.
     """
+    check_executor(executor, address)
     with contextlib.ExitStack() as stack:
         pool = None
-        if workers > 1 and has_work:
+        if executor == "ray" and has_work:
+            ray_pool = RayExecutor(address, num_cpus=None if workers == 1 else workers)
+            stack.callback(ray_pool.shutdown)
+            pool = ray_pool
+        elif workers > 1 and has_work:
             pool = stack.enter_context(process_pool(workers, _start_method(), _worker_init))
             pool.submit(int).result()  # start (fork) the workers before the progress bar starts its thread
         columns = (

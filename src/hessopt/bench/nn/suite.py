@@ -121,7 +121,7 @@ from typing import Any
 import torch
 
 from hessopt.bench.harness.environment import invocation_environment
-from hessopt.bench.harness.scheduling import drain, suite_session
+from hessopt.bench.harness.scheduling import check_executor, drain, suite_session
 from hessopt.bench.harness.store import ResultStore, RunRecord, canonical_json
 from hessopt.bench.harness.tuning import TuningOutcome, grid_points, tune
 from hessopt.bench.methods import SuiteMethod, get_method
@@ -595,6 +595,8 @@ def run_suite(
     workers: int = 1,
     progress: bool = True,
     command: str | None = None,
+    executor: str = "local",
+    address: str | None = None,
 ) -> SuiteOutcome:
     """Run (the missing part of) ``suite``'s shard, storing every run as it ends (see the module docstring).
 
@@ -606,6 +608,7 @@ def run_suite(
     suite = get_suite(suite) if isinstance(suite, str) else suite
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
+    check_executor(executor, address)
     t_start = time.perf_counter()
     pairs, left_out = plan(suite, shard)
     outcome = SuiteOutcome(skips=left_out, notes=[str(s) for s in left_out])
@@ -615,7 +618,7 @@ def run_suite(
         if skip.kind != "size":  # the size limits are the protocol's, not something missing here
             store.add_note(suite.name, skip.reason, problem=skip.problem, method=skip.method)
     try:
-        _run_pairs(store, suite, pairs, shard, workers, progress, outcome)
+        _run_pairs(store, suite, pairs, shard, workers, progress, outcome, executor, address)
     finally:
         store.release_claims()
     outcome.wall_time = time.perf_counter() - t_start
@@ -630,6 +633,8 @@ def _run_pairs(
     workers: int,
     progress: bool,
     outcome: SuiteOutcome,
+    executor: str,
+    address: str | None,
 ) -> None:
     """The body of :func:`run_suite`: claim, run and store what is missing of ``pairs``."""
     done = store.done_keys(suite.name)
@@ -801,6 +806,8 @@ def _run_pairs(
         progress=progress,
         description=f"{suite.name} [{index}/{count}]",
         total=remaining,
+        executor=executor,
+        address=address,
     )
     with session as (pool, bar, bar_id):
 
