@@ -10,6 +10,8 @@
                      [--workers N] [--no-progress] [--executor local|ray] [--address ADDR]
     hessopt report [--store PATH ...] [--out DIR] [--studies DIR,DIR]   (report.md, PNGs, report.html)
     hessopt merge DST SRC [SRC ...]
+    hessopt train PROBLEM --method NAME [--config JSON] [--seed S] [--epochs E] [--steps N]
+                  [--device cpu|cuda] [--store PATH]      (also under torchrun --nproc-per-node N)
     hessopt list                      (methods, test functions, neural-network methods and problems)
     hessopt --version                 (also: python -m hessopt ...)
 
@@ -44,6 +46,7 @@ __all__ = ["main", "build_parser"]
 DEFAULT_STORE = "results/functions.sqlite"
 DEFAULT_OUT = "results"
 DEFAULT_NN_STORE = "results/nn.sqlite"
+DEFAULT_TRAIN_STORE = "results/train.sqlite"
 DEFAULT_STUDIES = "results/ogr_studies"
 DEFAULT_STEP_COST = "results/step_cost"
 DEFAULT_NN_STEP_TIME = "results/nn_step_time"
@@ -251,6 +254,28 @@ def build_parser() -> argparse.ArgumentParser:
     merge.add_argument("dst", help="destination store (created if missing)")
     merge.add_argument("srcs", nargs="+", metavar="SRC", help="source stores")
 
+    tr = sub.add_parser(
+        "train",
+        help="train one problem with one method, recorded like a suite run (torchrun: data-parallel)",
+        description="Train one neural-network problem with one registered method and store the run "
+        "(suite nn-train). Under `torchrun --nproc-per-node N -m hessopt train ...` the N processes train "
+        "with DistributedDataParallel (gloo on the CPU, NCCL on CUDA), each on its share of every batch.",
+    )
+    tr.add_argument("problem", help="a registered problem (see `hessopt list`)")
+    tr.add_argument("--method", required=True, help="a method of the NN suite (see `hessopt list`)")
+    tr.add_argument(
+        "--config",
+        help="JSON object of hyper-parameters: the tuned ones are required, e.g. '{\"lr\": 0.01}'",
+    )
+    tr.add_argument("--seed", type=int, default=0, help="initialisation and data-order seed (default 0)")
+    tr.add_argument("--epochs", type=_positive_float, help="override the problem's budget: epochs")
+    tr.add_argument("--steps", type=_positive_int, help="override the problem's budget: steps")
+    tr.add_argument("--device", default="cpu", help="cpu (default) or cuda (torchrun: cuda:LOCAL_RANK)")
+    tr.add_argument(
+        "--store", default=DEFAULT_TRAIN_STORE, help=f"SQLite results file (default {DEFAULT_TRAIN_STORE})"
+    )
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+
     sub.add_parser("list", help="list the registered methods and test functions")
     return parser
 
@@ -435,7 +460,7 @@ def _report(args: argparse.Namespace, command: str) -> int:
     t0 = time.perf_counter()
     stores = args.store
     if stores is None:
-        stores = [s for s in (DEFAULT_STORE, DEFAULT_NN_STORE) if os.path.isfile(s)]
+        stores = [s for s in (DEFAULT_STORE, DEFAULT_NN_STORE, DEFAULT_TRAIN_STORE) if os.path.isfile(s)]
         if not stores:
             raise ValueError(
                 f"neither {DEFAULT_STORE} nor {DEFAULT_NN_STORE} exists: run `hessopt bench functions` or "
@@ -515,6 +540,45 @@ def _missing_package(exc: ModuleNotFoundError) -> str:
     return f"the Python package {name!r} is not installed; install it (pip install {name}) and re-run"
 
 
+def _train(args: argparse.Namespace, command: str) -> int:
+    from hessopt.bench.nn.train import parse_config, train
+    from hessopt.problems.registry import Budget
+
+    if args.device.startswith("cuda") and not torch_cuda_available():
+        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
+    budget = Budget(epochs=args.epochs, steps=args.steps) if args.epochs or args.steps else None
+    result = train(
+        args.problem,
+        args.method,
+        parse_config(args.config),
+        seed=args.seed,
+        store=args.store,
+        device=args.device,
+        budget=budget,
+        progress=not args.no_progress,
+        command=command,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        s = result.summary
+        acc = s.get("final_test_accuracy")
+        print(
+            f"hessopt train: {args.problem} / {args.method}: {result.status}, {s['steps']} steps in "
+            f"{s['wall_time']:.1f} s, train loss {s['final_train_loss']}, test loss {s['final_test_loss']}"
+            + (f", test accuracy {acc}" if acc is not None else "")
+            + f"; stored in {args.store}"
+        )
+        if result.error:
+            print(f"hessopt train: the run failed: {result.error}", file=sys.stderr)
+    return 1 if result.status == "failed" else 0
+
+
+def torch_cuda_available() -> bool:
+    """Whether torch sees a CUDA device (imported lazily: ``hessopt list`` stays fast)."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _run(args: argparse.Namespace, command: str) -> int:
     if args.command == "bench":
         if args.suite == "ogr-studies":
@@ -526,6 +590,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
         return _report(args, command)
     if args.command == "merge":
         return _merge(args)
+    if args.command == "train":
+        return _train(args, command)
     return _list()
 
 

@@ -203,6 +203,8 @@ class Method:
         max_params: the method runs only on problems with at most this many parameters.
         requires: an optional package the factory imports (skipped with a message when absent).
         contract: the contract-battery cases of this method (empty: not in the battery).
+        distributed_note: why the method cannot train under DistributedDataParallel; empty when it can
+            (``hessopt train`` under torchrun refuses it with this reason).
     """
 
     name: str
@@ -216,6 +218,7 @@ class Method:
     max_params: int | None = None
     requires: str | None = None
     contract: Sequence[Contract] = ()
+    distributed_note: str = ""
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -283,6 +286,11 @@ class Method:
     def contract_config(self, case: Contract, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """The configuration the contract battery builds ``case`` with (plus ``overrides``)."""
         return {**self.hyper, **case.hyper, **(overrides or {})}
+
+    @property
+    def distributed(self) -> bool:
+        """Whether the method trains correctly under DistributedDataParallel."""
+        return not self.distributed_note
 
     def needs_closure(self, case: Contract) -> bool:
         """Whether the contract case ``case`` of this method requires a closure in ``step()``."""
@@ -601,6 +609,8 @@ register(
                 note="on each step's mini-batch; history 10 pairs (the usual L-BFGS memory)",
             ),
         },
+        distributed_note="torch.optim.LBFGS's line search compares each process's own loss, so the "
+        "processes would take different steps",
     )
 )
 _BFGS_TEXTBOOK = {"initial_scaling": "nocedal_wright", "curvature_failure": "skip"}
@@ -835,6 +845,8 @@ register(
             )
         },
         requires="pytorch_optimizer",
+        distributed_note="its Hutchinson estimate differentiates the gradient again, and DDP does not "
+        "support double backward (pytorch/pytorch#63812)",
     )
 )
 register(
@@ -862,6 +874,8 @@ register(
             )
         },
         requires="pytorch_optimizer",
+        distributed_note="its Hutchinson estimate differentiates the gradient again, and DDP does not "
+        "support double backward (pytorch/pytorch#63812)",
     )
 )
 register(

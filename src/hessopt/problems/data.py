@@ -44,6 +44,7 @@ A missing set raises :class:`DatasetNotFoundError` listing every location search
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import http.client
@@ -167,6 +168,14 @@ class TensorSplit:
     def num_test(self) -> int:
         """Number of test samples."""
         return int(self.x_test.shape[0])
+
+    def to(self, device: str | torch.device) -> TensorSplit:
+        """The same split with its tensors on ``device`` (``self`` when they are there already)."""
+        device = torch.device(device)
+        if self.x_train.device == device:
+            return self
+        moved = {k: getattr(self, k).to(device) for k in ("x_train", "y_train", "x_test", "y_test")}
+        return dataclasses.replace(self, **moved)
 
 
 # ----------------------------------------------------------------------------------------------- paths

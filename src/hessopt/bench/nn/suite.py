@@ -114,7 +114,7 @@ import statistics
 import time
 import warnings
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +136,7 @@ __all__ = [
     "SuiteOutcome",
     "SuitePair",
     "drive_step",
+    "problem_data",
     "plan",
     "run_config",
     "run_one",
@@ -188,8 +189,8 @@ class RunResult:
 _DATA: dict[tuple[Any, ...], TensorSplit] = {}
 
 
-def _data(problem: Problem, limit: int | None) -> TensorSplit:
-    """The problem's float32 data, cached per process (forked workers inherit the parent's cache)."""
+def problem_data(problem: Problem, limit: int | None) -> TensorSplit:
+    """The problem's float32 data on the CPU, cached per process (forked workers inherit the cache)."""
     key = (problem.data, tuple(sorted(problem.data_kwargs.items())), limit)
     if key not in _DATA:
         _DATA[key] = problem.load_data(limit=limit)
@@ -205,6 +206,38 @@ def _finite_or_none(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+def _world(distributed: bool, method: SuiteMethod, problem: Problem) -> tuple[int, int]:
+    """This process's rank and the number of processes (0, 1 without ``distributed``)."""
+    if not distributed:
+        return 0, 1
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        raise ValueError("distributed=True needs an initialised torch.distributed process group (torchrun)")
+    if not method.method.distributed:
+        why = method.method.distributed_note
+        raise ValueError(f"method {method.name!r} cannot train under DistributedDataParallel: {why}")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    if problem.batch_size % world:
+        raise ValueError(
+            f"problem {problem.name!r} has batch size {problem.batch_size}, which {world} processes cannot "
+            "share equally; use a number of processes that divides it"
+        )
+    return rank, world
+
+
+def _ddp(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` wrapped in DistributedDataParallel (the gradients are averaged over the processes)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so that wall-clock step times are true ones (CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def run_one(
     problem: Problem | str,
     method: SuiteMethod | str,
@@ -215,21 +248,46 @@ def run_one(
     evaluations: int | None = None,
     limit: int | None = None,
     role: str = "evaluation",
+    device: str | torch.device = "cpu",
+    distributed: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> RunResult:
     """Train ``problem`` with ``method`` under the full configuration ``hyper`` from ``seed``.
 
-    ``budget``/``evaluations`` default to the problem's. Never raises for what happens during
-    training: divergence gives status ``"diverged"``, an exception ``"failed"`` (with the metrics so far).
-    Raises ValueError before training when the method does not apply (e.g. too many parameters).
+    Args:
+        problem: the problem (or its registered name).
+        method: the method resolved for the NN suite (or its registered name).
+        hyper: the full configuration (:meth:`~hessopt.bench.methods.SuiteMethod.config`).
+        seed: initialisation and data-order seed.
+        budget: the training budget (default: the problem's).
+        evaluations: number of evaluation intervals (default: the problem's).
+        limit: keep the first ``limit`` samples of each split (tests).
+        role: ``"tuning"`` or ``"evaluation"`` (recorded).
+        device: where the model and data live (``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...).
+        distributed: train with DistributedDataParallel over the default ``torch.distributed`` group
+            (initialised by the caller, e.g. under torchrun): every process takes its contiguous share of
+            each mini-batch, so the step equals one process's on the whole batch; every process evaluates
+            the (identical) model.
+        on_step: called as ``on_step(steps_done, total_steps)`` after every step (progress bars).
+
+    Returns:
+        The run's status, summary and metric rows. Never raises for what happens during training:
+        divergence gives status ``"diverged"``, an exception ``"failed"`` (with the metrics so far).
+
+    Raises:
+        ValueError: before training, when the method does not apply (too many parameters, not
+            distributed-safe) or the batch does not split evenly over the processes.
     """
     if role not in ("tuning", "evaluation"):
         raise ValueError(f"role must be 'tuning' or 'evaluation', got {role!r}")
     problem = get_problem(problem) if isinstance(problem, str) else problem
     method = get_method(method).in_suite(SUITE) if isinstance(method, str) else method
+    device = torch.device(device)
+    rank, world = _world(distributed, method, problem)
     t_run = time.perf_counter()
     budget = budget or problem.budget
     n_eval = evaluations or problem.evaluations
-    split = _data(problem, limit)
+    split = problem_data(problem, limit).to(device)
     spe = problem.steps_per_epoch(split.num_train)
     total = budget.total_steps(spe)
     eval_at = set(_eval_steps(total, n_eval))
@@ -288,10 +346,12 @@ def run_one(
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*create_graph=True.*")
         torch.manual_seed(seed)
-        model = problem.build_model(seed)
+        model = problem.build_model(seed).to(device)
         params = [p for p in model.parameters() if p.requires_grad]
+        trained = _ddp(model, device) if world > 1 else model
         gen = torch.Generator().manual_seed(DATA_SEED_OFFSET + seed)
         perm = torch.empty(0, dtype=torch.int64)
+        share = problem.batch_size // world
         try:
             opt = method.build(params, hyper)
             for step in range(total + 1):
@@ -309,9 +369,12 @@ def run_one(
                 if k == 0:
                     perm = torch.randperm(split.num_train, generator=gen)
                 idx = perm[k * problem.batch_size : (k + 1) * problem.batch_size]
+                idx = idx[rank * share : (rank + 1) * share]
                 xb, yb = x_tr[idx], y_tr[idx]
+                _synchronize(device)
                 t0 = time.perf_counter()
-                loss = drive_step(method, opt, problem, model, params, xb, yb, step, period, state)
+                loss = drive_step(method, opt, problem, trained, params, xb, yb, step, period, state)
+                _synchronize(device)
                 dt = time.perf_counter() - t0
                 step_times.append(dt)
                 state["train_time"] += dt
@@ -323,6 +386,8 @@ def run_one(
                     stop, diverged_step = "diverged", step
                     break
                 state["batch_losses"].append(value)
+                if on_step is not None:
+                    on_step(steps_done, total)
         except Exception as exc:  # noqa: BLE001 - any error during training is recorded as a failed run
             stop, error = "error", f"{type(exc).__name__}: {exc}"
 
@@ -568,7 +633,7 @@ def plan(suite: NNSuite, shard: tuple[int, int] = (1, 1)) -> tuple[list[SuitePai
             position += 1
             if position % count != index - 1 or excluded & {(pname, ""), ("", mname), (pname, mname)}:
                 continue
-            num_train = _data(problem, suite.limit).num_train
+            num_train = problem_data(problem, suite.limit).num_train
             pairs.append(
                 SuitePair(
                     problem,
@@ -584,7 +649,8 @@ def plan(suite: NNSuite, shard: tuple[int, int] = (1, 1)) -> tuple[list[SuitePai
 def _task_config(t: _Task) -> dict[str, Any]:
     """The stored configuration of a task's run."""
     problem = get_problem(t.problem)
-    return run_config(problem, t.hyper, t.budget, t.evaluations, _data(problem, t.limit).num_train, t.limit)
+    num_train = problem_data(problem, t.limit).num_train
+    return run_config(problem, t.hyper, t.budget, t.evaluations, num_train, t.limit)
 
 
 def run_suite(
