@@ -232,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="worker processes, one torch thread each (default: min(2, CPU count))",
     )
     _add_executor_options(nn)
+    nn.add_argument("--device", default="cpu", help="cpu (default) or cuda: where every run trains")
     nn.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     rep = sub.add_parser("report", help="write report.md and figures from a results store")
@@ -407,6 +408,8 @@ def _bench_nn(args: argparse.Namespace, command: str) -> int:
     from hessopt.bench.nn import suite as nn_suite
 
     suite = _nn_suite(args)  # before the store is opened (and perhaps created)
+    if args.device.startswith("cuda") and not torch_cuda_available():
+        raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
     _check_workers(args.workers)
     t0 = time.perf_counter()
     with ResultStore(args.store) as store:
@@ -419,6 +422,7 @@ def _bench_nn(args: argparse.Namespace, command: str) -> int:
             command=command,
             executor=args.executor,
             address=args.address,
+            device=args.device,
         )
     for note in outcome.notes[len(outcome.skips) :]:
         print(f"hessopt: {note}", file=sys.stderr)

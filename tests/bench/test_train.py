@@ -24,15 +24,37 @@ def _only_run(path):
 
 
 def _torchrun(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
-           "-m", "hessopt", "train", *args, "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--standalone",
+        "-m",
+        "hessopt",
+        "train",
+        *args,
+        "--no-progress",
+    ]
     return subprocess.run(cmd, cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=300)
 
 
 def test_train_stores_one_run_like_a_suite_run(tmp_path, capsys):
     store = tmp_path / "t.sqlite"
-    args = ["train", "digits_mlp", "--method", "adam", "--config", '{"lr": 0.01}', "--steps", "12",
-            "--store", str(store), "--no-progress"]
+    args = [
+        "train",
+        "digits_mlp",
+        "--method",
+        "adam",
+        "--config",
+        '{"lr": 0.01}',
+        "--steps",
+        "12",
+        "--store",
+        str(store),
+        "--no-progress",
+    ]
     assert main(args) == 0
     run, curve = _only_run(store)
     assert (run.problem, run.method, run.status, run.seed) == ("digits_mlp", "adam", "done", 0)
@@ -60,8 +82,23 @@ def test_train_needs_the_tuned_values_and_says_which(tmp_path, capsys):
 def test_torchrun_two_processes_take_the_steps_of_one(tmp_path, problem, method, config):
     extra = ["--config", config] if config else []
     single = tmp_path / "one.sqlite"
-    assert main(["train", problem, "--method", method, *extra, "--steps", "14", "--store", str(single),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                problem,
+                "--method",
+                method,
+                *extra,
+                "--steps",
+                "14",
+                "--store",
+                str(single),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = _torchrun(tmp_path, problem, "--method", method, *extra, "--steps", "14", "--store", "two.sqlite")
     assert out.returncode == 0, out.stderr[-2000:]
     one_run, one_curve = _only_run(single)
@@ -80,3 +117,17 @@ def test_torchrun_refuses_a_method_that_is_not_data_parallel_safe(tmp_path):
     ours = [line for line in out.stderr.splitlines() if line.startswith("hessopt train: error:")]
     assert ours and all("cannot train under DistributedDataParallel" in line for line in ours)
     assert "line search" in ours[0] and not (tmp_path / "x.sqlite").exists()
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_cuda_run_is_the_cpu_run_up_to_rounding():
+    from hessopt.bench.nn.suite import run_one
+    from hessopt.problems.registry import Budget
+
+    config = get_method("diag-ogr").in_suite("nn").config({"lr": 1.0})
+    runs = [
+        run_one("digits_mlp", "diag-ogr", config, 0, budget=Budget(steps=20), device=d)
+        for d in ("cpu", "cuda")
+    ]
+    assert [r.status for r in runs] == ["done", "done"]
+    assert runs[1].summary["final_train_loss"] == pytest.approx(runs[0].summary["final_train_loss"], rel=1e-3)

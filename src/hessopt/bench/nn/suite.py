@@ -158,9 +158,13 @@ def run_config(
     evaluations: int,
     num_train: int,
     limit: int | None = None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
-    """The stored configuration of a run (part of its identity in the store)."""
-    return {
+    """The stored configuration of a run (part of its identity in the store).
+
+    The device type is part of it when it is not the CPU (runs on a GPU are other runs).
+    """
+    config = {
         "hyper": dict(hyper),
         "batch_size": problem.batch_size,
         "steps": budget.total_steps(problem.steps_per_epoch(num_train)),
@@ -169,6 +173,9 @@ def run_config(
         "dtype": "float32",
         "limit": limit,
     }
+    if torch.device(device).type != "cpu":
+        config["device"] = torch.device(device).type
+    return config
 
 
 @dataclass
@@ -492,6 +499,7 @@ class _Task:
     budget: Budget
     evaluations: int
     limit: int | None
+    device: str = "cpu"
 
 
 def _execute(task: _Task) -> RunResult:
@@ -504,6 +512,7 @@ def _execute(task: _Task) -> RunResult:
         evaluations=task.evaluations,
         limit=task.limit,
         role=task.role,
+        device=task.device,
     )
 
 
@@ -650,7 +659,7 @@ def _task_config(t: _Task) -> dict[str, Any]:
     """The stored configuration of a task's run."""
     problem = get_problem(t.problem)
     num_train = problem_data(problem, t.limit).num_train
-    return run_config(problem, t.hyper, t.budget, t.evaluations, num_train, t.limit)
+    return run_config(problem, t.hyper, t.budget, t.evaluations, num_train, t.limit, t.device)
 
 
 def run_suite(
@@ -663,6 +672,7 @@ def run_suite(
     command: str | None = None,
     executor: str = "local",
     address: str | None = None,
+    device: str = "cpu",
 ) -> SuiteOutcome:
     """Run (the missing part of) ``suite``'s shard, storing every run as it ends (see the module docstring).
 
@@ -675,6 +685,11 @@ def run_suite(
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     check_executor(executor, address)
+    if torch.device(device).type == "cuda" and workers > 1 and executor == "local":
+        raise ValueError(
+            "--device cuda runs in this process (CUDA does not survive a fork): use --workers 1, or one "
+            "invocation per GPU with --shard"
+        )
     t_start = time.perf_counter()
     pairs, left_out = plan(suite, shard)
     outcome = SuiteOutcome(skips=left_out, notes=[str(s) for s in left_out])
@@ -684,7 +699,7 @@ def run_suite(
         if skip.kind != "size":  # the size limits are the protocol's, not something missing here
             store.add_note(suite.name, skip.reason, problem=skip.problem, method=skip.method)
     try:
-        _run_pairs(store, suite, pairs, shard, workers, progress, outcome, executor, address)
+        _run_pairs(store, suite, pairs, shard, workers, progress, outcome, executor, address, device)
     finally:
         store.release_claims()
     outcome.wall_time = time.perf_counter() - t_start
@@ -701,6 +716,7 @@ def _run_pairs(
     outcome: SuiteOutcome,
     executor: str,
     address: str | None,
+    device: str,
 ) -> None:
     """The body of :func:`run_suite`: claim, run and store what is missing of ``pairs``."""
     done = store.done_keys(suite.name)
@@ -716,13 +732,22 @@ def _run_pairs(
     stored_objective = objectives()
 
     def cfg_json(pair: SuitePair, hyper: Mapping[str, Any]) -> str:
-        return canonical_json(
-            run_config(pair.problem, hyper, pair.budget, pair.evaluations, pair.num_train, suite.limit)
+        config = run_config(
+            pair.problem, hyper, pair.budget, pair.evaluations, pair.num_train, suite.limit, device
         )
+        return canonical_json(config)
 
     def task(pair: SuitePair, role: str, hyper: dict[str, Any], seed: int) -> _Task:
         return _Task(
-            role, pair.problem.name, pair.method.name, hyper, seed, pair.budget, pair.evaluations, suite.limit
+            role,
+            pair.problem.name,
+            pair.method.name,
+            hyper,
+            seed,
+            pair.budget,
+            pair.evaluations,
+            suite.limit,
+            device,
         )
 
     held_pairs: set[tuple[str, str]] = set()
