@@ -1,6 +1,7 @@
 """hessopt: curvature (second-order) optimizers for PyTorch and an honest benchmark of them."""
 
-from hessopt.curvature.regression import DiagonalGradientRegression, OnlineGradientRegression
+from hessopt.curvature.diagonal import DiagonalGradientRegression
+from hessopt.curvature.regression import OnlineGradientRegression
 from hessopt.optim import BFGS, OGR, DiagOGR
 
 __version__ = "0.1.0"

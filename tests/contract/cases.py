@@ -117,7 +117,6 @@ def _diag_ogr(params: Any, **overrides: Any) -> torch.optim.Optimizer:
 _FLAT_NONFINITE_COUNTER = ("state", 0, "nonfinite_skips")
 
 _BFGS_INVALID = [
-    ({"lr": 0.0}, "lr"),
     ({"lr": -1.0}, "lr"),
     ({"line_search": "wolfe"}, "line_search"),
     ({"initial_scaling": "unit"}, "initial_scaling"),
