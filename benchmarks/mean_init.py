@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     lines = [
         "# mean_init: geometric mean of final f over the lattice, min-max over noise seeds",
         "",
-        f"Command: `python benchmarks/mean_init.py{' --quick' if args.quick else ''}` ({time.time() - t0:.0f} s)",
+        f"Command: `python benchmarks/mean_init.py{' --quick' if args.quick else ''}` "
+        f"({time.time() - t0:.0f} s)",
         "",
         "| problem | optimizer | " + " | ".join(VARIANTS) + " |",
         "|---|---|" + "---|" * len(VARIANTS),
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     for problem, cname in itertools.product(problems, ("OGR", "DiagOGR")):
         cells = []
         for variant in VARIANTS:
-            (row,) = [r for r in rows if (r["problem"], r["optimizer"], r["variant"]) == (problem, cname, variant)]
+            key = (problem, cname, variant)
+            (row,) = [r for r in rows if (r["problem"], r["optimizer"], r["variant"]) == key]
             cells.append(f"{min(row['geomeans']):.2g}-{max(row['geomeans']):.2g}")
         lines.append(f"| {problem} | {cname} | " + " | ".join(cells) + " |")
     (out / "mean_init.md").write_text("\n".join(lines) + "\n")

@@ -251,7 +251,7 @@ def test_compile_failure_falls_back_to_the_eager_form(monkeypatch):
         forced.step()
 
 
-# ------------------------------------------------------------------ against the papers' formulas, per coordinate
+# ------------------------------------------------------------ against the paper's formulas, per coordinate
 def _reference_dogr(thetas, grad_fn, steps, *, lr, beta, gamma, div, cut, sigma0, h, rel, abs_, mean_init):
     """dOGR written from arXiv:1901.11457 Fig. 4 in plain Python floats, one coordinate at a time.
 
@@ -284,6 +284,29 @@ def _reference_dogr(thetas, grad_fn, steps, *, lr, beta, gamma, div, cut, sigma0
             moved = [v for v in z["s"] if v != 0.0]
             z["smean"] = sum(moved) / max(len(moved), 1)
     return th
+
+
+def _single_tensor_step(opt, tensors):
+    """One step of ``opt`` (one group, regression form) through ``dogr_step_`` with a True gate."""
+    hp = opt.group_hyperparameters(opt.param_groups[0])
+    states = [opt._init_state(hp, t, "c") for t in tensors]
+    scalars = {
+        "rate_m": 1 - hp["gamma"],
+        "rate": 1 - hp["beta"],
+        "beta": hp["beta"],
+        "lr_div": hp["lr"] / hp["div"],
+        "bound": hp["cut"] / hp["div"],
+        "h_prior": hp["h_prior"],
+        "ridge_rel": hp["ridge_rel"],
+        "ridge_abs": hp["ridge_abs"],
+    }
+    lists = [
+        [s[key] for s in states] for key in ("m", "theta_mean", "g_mean", "s", "c", "prior_weight", "s_mean")
+    ]
+    with torch.no_grad():
+        dogr.dogr_step_(
+            tensors, [t.grad for t in tensors], *lists, scalars, torch.tensor(True), corr1=False, clip=False
+        )
 
 
 @pytest.mark.parametrize("mean_init", ["zero", "first"])
@@ -323,22 +346,7 @@ def test_diag_ogr_matches_the_papers_formulas_coordinate_by_coordinate(mean_init
             for t, g in zip(tensors, grads, strict=True):
                 t.grad = torch.tensor(g, dtype=F64)
             if force_single:  # the single-tensor form through the gated path
-                states = [
-                    opt._init_state(opt.group_hyperparameters(opt.param_groups[0]), t, "c") for t in tensors
-                ]
-                hpg = opt.group_hyperparameters(opt.param_groups[0])
-                scalars = {
-                    "rate_m": 1 - hpg["gamma"], "rate": 1 - hpg["beta"], "beta": hpg["beta"],
-                    "lr_div": hpg["lr"] / hpg["div"], "bound": hpg["cut"] / hpg["div"], "h_prior": hpg["h_prior"],
-                    "ridge_rel": 0.05, "ridge_abs": 1e-12,
-                }  # fmt: skip
-                with torch.no_grad():
-                    dogr.dogr_step_(
-                    tensors, [t.grad for t in tensors],
-                    *([s[key] for s in states] for key in ("m", "theta_mean", "g_mean", "s", "c", "prior_weight",
-                                                            "s_mean")),
-                    scalars, torch.tensor(True), corr1=False, clip=False,
-                )  # fmt: skip
+                _single_tensor_step(opt, tensors)
             else:
                 opt.step()
         for t, r in zip(tensors, ref, strict=True):

@@ -150,7 +150,9 @@ def test_meta_parameters_are_refused_at_construction(cls):
         cls([torch.nn.Parameter(torch.empty(3, device="meta"))])
 
 
-@pytest.mark.parametrize(("key", "value"), [("lr", -1.0), ("beta", 2.0), ("gamma", float("nan")), ("cut", 0.0)])
+@pytest.mark.parametrize(
+    ("key", "value"), [("lr", -1.0), ("beta", 2.0), ("gamma", float("nan")), ("cut", 0.0)]
+)
 def test_diag_ogr_invalid_group_is_refused_in_constructor_and_add_param_group(key, value):
     model = _model()
     first, last = list(model[0].parameters()), list(model[2].parameters())
