@@ -2,8 +2,15 @@
 
 from hessopt.curvature.diagonal import DiagonalGradientRegression
 from hessopt.curvature.regression import OnlineGradientRegression
-from hessopt.optim import BFGS, OGR, DiagOGR
+from hessopt.optim import BFGS, OGR, DiagOGR, SubspaceOGR
 
 __version__ = "0.1.0"
 
-__all__ = ["BFGS", "OGR", "DiagOGR", "OnlineGradientRegression", "DiagonalGradientRegression"]
+__all__ = [
+    "BFGS",
+    "OGR",
+    "DiagOGR",
+    "SubspaceOGR",
+    "OnlineGradientRegression",
+    "DiagonalGradientRegression",
+]

@@ -15,7 +15,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hessopt.optim import BFGS, OGR, DiagOGR
+from hessopt.optim import BFGS, OGR, DiagOGR, SubspaceOGR
 
 F64 = torch.float64
 
@@ -25,6 +25,10 @@ FACTORIES = {
     "OGR": lambda ps, **kw: OGR(ps, **{"cut": 1.0, **kw}),
     "OGR(strong_wolfe)": lambda ps, **kw: OGR(ps, **{"cut": 1.0, "line_search": "strong_wolfe", **kw}),
     "DiagOGR": lambda ps, **kw: DiagOGR(ps, **{"lr": 0.3, "cut": 1.0, **kw}),
+    "SubspaceOGR": lambda ps, **kw: SubspaceOGR(ps, **{"lr": 0.3, "cut": 1.0, "rank": 3, **kw}),
+    "SubspaceOGR(sgd)": lambda ps, **kw: SubspaceOGR(
+        ps, **{"lr": 0.3, "cut": 1.0, "rank": 3, "outside": "sgd", "outside_scale": 0.3, **kw}
+    ),
 }
 
 
@@ -108,7 +112,7 @@ def test_scheduler_reaching_zero_is_a_no_op_on_the_parameters(name, schedule):
 
 # ---------------------------------------------------------------------------------------- 3. overflow
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
-@pytest.mark.parametrize("cls", [OGR, DiagOGR])
+@pytest.mark.parametrize("cls", [OGR, DiagOGR, SubspaceOGR])
 def test_non_finite_h_prior_is_refused(cls, value):
     with pytest.raises(ValueError, match="h_prior"):
         cls(_model().parameters(), h_prior=value)
@@ -137,14 +141,14 @@ def test_huge_lr_in_float64_keeps_parameters_finite(name):
     ("dtype", "error", "match"),
     [(torch.complex64, TypeError, "real floating-point"), (torch.int64, TypeError, "real floating-point")],
 )
-@pytest.mark.parametrize("cls", [DiagOGR, OGR, BFGS])
+@pytest.mark.parametrize("cls", [DiagOGR, OGR, BFGS, SubspaceOGR])
 def test_non_float_parameters_are_refused_at_construction(cls, dtype, error, match):
     p = torch.zeros(3, dtype=dtype)
     with pytest.raises(error, match=match):
         cls([p])
 
 
-@pytest.mark.parametrize("cls", [DiagOGR, OGR, BFGS])
+@pytest.mark.parametrize("cls", [DiagOGR, OGR, BFGS, SubspaceOGR])
 def test_meta_parameters_are_refused_at_construction(cls):
     with pytest.raises(ValueError, match="meta"):
         cls([torch.nn.Parameter(torch.empty(3, device="meta"))])
@@ -175,7 +179,7 @@ def test_value_set_out_of_range_after_construction_is_named_at_step(name):
         opt.step(_closure(model, opt, x, y))
 
 
-@pytest.mark.parametrize("cls", [OGR, BFGS])
+@pytest.mark.parametrize("cls", [OGR, BFGS, SubspaceOGR])
 def test_add_param_group_with_another_dtype_is_refused(cls):
     opt = cls([torch.nn.Parameter(torch.zeros(2, dtype=F64))])
     with pytest.raises(ValueError, match="one dtype and device"):
@@ -219,7 +223,22 @@ _VALUES = st.one_of(
     st.integers(min_value=-3, max_value=10**9),
     st.booleans(),
     st.none(),
-    st.sampled_from(["zero", "first", "armijo", "strong_wolfe", "skip", "raise", "scipy", "identity", "x"]),
+    st.sampled_from(
+        [
+            "zero",
+            "first",
+            "armijo",
+            "strong_wolfe",
+            "skip",
+            "raise",
+            "scipy",
+            "identity",
+            "oja",
+            "duda",
+            "sgd",
+            "x",
+        ]
+    ),
 )
 _ARGUMENTS = {
     BFGS: [
@@ -256,6 +275,28 @@ _ARGUMENTS = {
         "max_line_search_evals",
         "max_memory_fraction",
         "memory_limit_bytes",
+        "nonfinite",
+    ],
+    SubspaceOGR: [
+        "lr",
+        "beta",
+        "gamma",
+        "div",
+        "cut",
+        "sigma0",
+        "h_prior",
+        "mean_init",
+        "ridge_rel",
+        "ridge_abs",
+        "rank",
+        "rotation",
+        "rotation_rate",
+        "qr",
+        "outside",
+        "mix",
+        "outside_scale",
+        "max_step_norm",
+        "seed",
         "nonfinite",
     ],
     DiagOGR: [

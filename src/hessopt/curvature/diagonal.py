@@ -39,6 +39,7 @@ __all__ = [
     "compiled_dogr_step",
     "dogr_curvature",
     "dogr_observe",
+    "dogr_proposal",
     "dogr_ridge",
     "dogr_step_",
     "dogr_step_foreach_",
@@ -156,7 +157,7 @@ def dogr_curvature(
     return torch.where(den > 0, lam, target)
 
 
-def _proposal(
+def dogr_proposal(
     p: Tensor,
     g: Tensor,
     m: Tensor,
@@ -169,7 +170,26 @@ def _proposal(
     hp: dict[str, Scalar],
     corr1: bool,
 ) -> tuple[Tensor, ...]:
-    """New ``(m, θ̄, ḡ, s, stat, w)`` and the step ``Δ`` (``θ ← θ − Δ``) of one tensor; nothing written."""
+    """One tensor's proposal: new ``(m, θ̄, ḡ, s, stat, w)`` and the step ``Δ`` (``θ ← θ − Δ``), out of place.
+
+    The arithmetic of :func:`dogr_step_` for one tensor, without the guard and without writing anything.
+
+    Args:
+        p: the parameter.
+        g: its gradient.
+        m: momentum.
+        theta_mean: EMA of ``θ``.
+        g_mean: EMA of ``g``.
+        s: EMA variance of ``θ``.
+        stat: ``c`` (or ``v`` for ``corr1``).
+        prior_weight: the 0-dim prior weight before this step.
+        s_mean: the 0-dim mean of ``s`` over moved coordinates before this step.
+        hp: as :func:`dogr_step_`.
+        corr1: the "c" form.
+
+    Returns:
+        ``(m, θ̄, ḡ, s, stat, w, Δ)``.
+    """
     m1 = torch.lerp(m, g, hp["rate_m"])
     tm1, gm1, s1, st1 = dogr_observe(p, g, theta_mean, g_mean, s, stat, rate=hp["rate"], corr1=corr1)
     w1 = prior_weight * hp["beta"]
@@ -242,9 +262,9 @@ def dogr_step_(
     """
     states = list(zip(params, grads, m, theta_mean, g_mean, s, stat, prior_weight, s_mean, strict=True))
     if not clip:
-        refused = [_commit(st, _proposal(*st, hp, corr1), None, gate) for st in states]
+        refused = [_commit(st, dogr_proposal(*st, hp, corr1), None, gate) for st in states]
         return torch.stack(refused)
-    props = [_proposal(*st, hp, corr1) for st in states]
+    props = [dogr_proposal(*st, hp, corr1) for st in states]
     squares = [torch.where(torch.isfinite(pr[-1]), pr[-1], 0.0).square().sum() for pr in props]
     norm = torch.stack(squares).sum().sqrt()
     scale = torch.clamp(hp["max_step_norm"] / norm.clamp_min(torch.finfo(norm.dtype).tiny), max=1.0)

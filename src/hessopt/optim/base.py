@@ -44,6 +44,7 @@ that names the fix.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -355,7 +356,9 @@ class HessoptOptimizer(torch.optim.Optimizer):
 
         Torch casts every non-``"step"`` state tensor to its parameter's dtype; counters and flags are put
         back with their saved dtype (on the parameter's device), so a resumed run is bit for bit the same.
-        Cached validation results are dropped.
+        The tensors are copied (torch keeps references when dtype and device match, and hessopt updates
+        state in place, so a live optimizer's ``state_dict()`` would otherwise be shared). Cached validation
+        results are dropped.
 
         Args:
             state_dict: a dict from :meth:`state_dict`.
@@ -365,6 +368,7 @@ class HessoptOptimizer(torch.optim.Optimizer):
                 fail (a different number of groups or parameters).
         """
         self._check_state_shapes(state_dict)
+        state_dict = {**state_dict, "state": copy.deepcopy(state_dict["state"])}
         keep: dict[int, dict[str, torch.Tensor]] = {}
         for index, pstate in state_dict["state"].items():
             if isinstance(pstate, dict):
