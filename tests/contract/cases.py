@@ -109,7 +109,7 @@ def _ogr(params: Any, **overrides: Any) -> torch.optim.Optimizer:
 
 
 def _diag_ogr(params: Any, **overrides: Any) -> torch.optim.Optimizer:
-    return DiagOGR(params, **{"lr": 0.5, "cut": 1.0, **overrides})
+    return DiagOGR(params, **{"lr": 0.5, "cut": 1.0, "max_coord_step": None, **overrides})
 
 
 # The counter of skipped non-finite steps in hessopt's flat-state slot (HessoptOptimizer.flat_state(),

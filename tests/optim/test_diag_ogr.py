@@ -1,6 +1,7 @@
 """DiagOGR's forms and guards: the multi-tensor form, the single-tensor form (gated or not) and the compiled
 form compute the same step; non-finite input and overflowing results never reach the state."""
 
+import math
 import warnings
 
 import pytest
@@ -43,6 +44,7 @@ def _hp(**over):
         "h_prior": 0.25,
         "ridge_rel": 1e-3,
         "ridge_abs": 1e-12,
+        "max_coord_step": 0.05,
     }
     hp.update(over)
     return hp
@@ -64,13 +66,14 @@ def _assert_same(a, b, exact=True, tol=0.0):
             torch.testing.assert_close(x, y, rtol=tol, atol=tol)
 
 
+@pytest.mark.parametrize("bound", [0.05, float("inf")])
 @pytest.mark.parametrize("corr1", [False, True])
 @pytest.mark.parametrize("h_prior", [0.0, 0.25])
 @pytest.mark.parametrize("dtype", [torch.float32, F64])
-def test_multi_tensor_and_single_tensor_forms_are_bit_identical(dtype, h_prior, corr1):
+def test_multi_tensor_and_single_tensor_forms_are_bit_identical(dtype, h_prior, corr1, bound):
     """The foreach form, the single-tensor form and its gated variant: the same bits over 10 steps."""
     params, grads, state = _problem(dtype, corr1=corr1)
-    hp = _hp(h_prior=h_prior)
+    hp = _hp(h_prior=h_prior, max_coord_step=bound)
     runs = [_clone(params, state) for _ in range(3)]
     gen = torch.Generator().manual_seed(5)
     for _ in range(10):
@@ -104,7 +107,7 @@ def test_overflowing_coordinates_keep_their_values_and_are_counted():
     """A huge rate makes one coordinate's step overflow: that coordinate keeps parameter and statistics, the
     others move exactly as without it; the multi-tensor form declines such input."""
     params, grads, state = _problem(F64)
-    hp = _hp(lr_div=1e300, bound=1e-10)
+    hp = _hp(lr_div=1e300, bound=1e-10, max_coord_step=math.inf)
     state["m"][0][1, 2] = 1e300  # m ~ 1e300 times the rate 1e310 overflows; the rest stays below 1e308
     clone_p, clone_s = _clone(params, state)
     assert dogr.dogr_step_foreach_(*_args(clone_p, grads, clone_s), hp, corr1=False) is None
@@ -120,7 +123,7 @@ def test_optimizer_refuses_overflow_and_raise_names_the_parameter():
     for nonfinite in ("skip", "raise"):
         w1 = torch.nn.Parameter(torch.ones(3, dtype=F64))
         w2 = torch.nn.Parameter(torch.ones(2, dtype=F64))
-        opt = DiagOGR([w1, w2], lr=1e300, cut=1.0, nonfinite=nonfinite)
+        opt = DiagOGR([w1, w2], lr=1e300, cut=1.0, max_coord_step=None, nonfinite=nonfinite)
         w1.grad, w2.grad = torch.full((3,), 1e-10, dtype=F64), torch.full((2,), 1e10, dtype=F64)
         if nonfinite == "skip":
             for _ in range(3):
@@ -184,7 +187,7 @@ def test_gated_form_never_reads_a_tensor_back_to_the_host(corr1, clip):
 
 def test_max_step_norm_clips_each_group():
     w = torch.nn.Parameter(torch.zeros(10, dtype=F64))
-    opt = DiagOGR([w], lr=1.0, cut=1e-3, max_step_norm=0.05, mean_init="first")
+    opt = DiagOGR([w], lr=1.0, cut=1e-3, max_step_norm=0.05, max_coord_step=None, mean_init="first")
     for _ in range(5):
         before = w.detach().clone()
         w.grad = torch.ones(10, dtype=F64)
@@ -252,12 +255,14 @@ def test_compile_failure_falls_back_to_the_eager_form(monkeypatch):
 
 
 # ------------------------------------------------------------ against the paper's formulas, per coordinate
-def _reference_dogr(thetas, grad_fn, steps, *, lr, beta, gamma, div, cut, sigma0, h, rel, abs_, mean_init):
+def _reference_dogr(
+    thetas, grad_fn, steps, *, lr, beta, gamma, div, cut, sigma0, h, rel, abs_, mean_init, bound=math.inf
+):
     """dOGR written from arXiv:1901.11457 Fig. 4 in plain Python floats, one coordinate at a time.
 
     hessopt's EMA convention (ema = β·ema + (1−β)·x); means first, then s and c with the NEW means; prior
     weight w = sigma0·β^t; ridge floor δ = max(rel·(mean of the tensor's nonzero s before the update + w),
-    abs); λ = (c + (w + δ)h) / (s + w + δ); θ ← θ − lr·m / max(div·|λ|, cut).
+    abs); λ = (c + (w + δ)h) / (s + w + δ); θ ← θ − clamp(lr·m / max(div·|λ|, cut), ±bound).
     """
     th = [list(t) for t in thetas]
     st = [
@@ -280,7 +285,7 @@ def _reference_dogr(thetas, grad_fn, steps, *, lr, beta, gamma, div, cut, sigma0
                 z["s"][i] = beta * z["s"][i] + (1 - beta) * e * e
                 z["c"][i] = beta * z["c"][i] + (1 - beta) * r * e
                 lam = (z["c"][i] + (z["w"] + delta) * h) / (z["s"][i] + z["w"] + delta)
-                t[i] -= lr * z["m"][i] / max(div * abs(lam), cut)
+                t[i] -= min(max(lr * z["m"][i] / max(div * abs(lam), cut), -bound), bound)
             moved = [v for v in z["s"] if v != 0.0]
             z["smean"] = sum(moved) / max(len(moved), 1)
     return th
@@ -299,6 +304,7 @@ def _single_tensor_step(opt, tensors):
         "h_prior": hp["h_prior"],
         "ridge_rel": hp["ridge_rel"],
         "ridge_abs": hp["ridge_abs"],
+        "max_coord_step": float("inf") if hp["max_coord_step"] is None else hp["max_coord_step"],
     }
     lists = [
         [s[key] for s in states] for key in ("m", "theta_mean", "g_mean", "s", "c", "prior_weight", "s_mean")
@@ -332,14 +338,14 @@ def test_diag_ogr_matches_the_papers_formulas_coordinate_by_coordinate(mean_init
 
     ref = _reference_dogr(
         starts, grad_fn, 80, lr=hp["lr"], beta=hp["beta"], gamma=hp["gamma"], div=hp["div"], cut=hp["cut"],
-        sigma0=hp["sigma0"], h=hp["h"], rel=0.05, abs_=1e-12, mean_init=mean_init,
+        sigma0=hp["sigma0"], h=hp["h"], rel=0.05, abs_=1e-12, mean_init=mean_init, bound=0.08,
     )  # fmt: skip
     for force_single in (False, True):
         tensors = [torch.tensor(s, dtype=F64, requires_grad=True) for s in starts]
         opt = DiagOGR(
             tensors, lr=hp["lr"], beta=hp["beta"], gamma=hp["gamma"], div=hp["div"], cut=hp["cut"],
             sigma0=hp["sigma0"], h_prior=hp["h"], ridge_rel=0.05, ridge_abs=1e-12, mean_init=mean_init,
-            fused=False,
+            max_coord_step=0.08, fused=False,
         )  # fmt: skip
         for k in range(80):
             grads = grad_fn([t.tolist() for t in tensors], k)
@@ -354,7 +360,7 @@ def test_diag_ogr_matches_the_papers_formulas_coordinate_by_coordinate(mean_init
     # the check has teeth: the reference without its floor, or with old-mean covariances, is far away
     no_floor = _reference_dogr(
         starts, grad_fn, 80, lr=hp["lr"], beta=hp["beta"], gamma=hp["gamma"], div=hp["div"], cut=hp["cut"],
-        sigma0=hp["sigma0"], h=hp["h"], rel=0.0, abs_=1e-12, mean_init=mean_init,
+        sigma0=hp["sigma0"], h=hp["h"], rel=0.0, abs_=1e-12, mean_init=mean_init, bound=0.08,
     )  # fmt: skip
     gap = max(abs(a - b) for t, u in zip(ref, no_floor, strict=True) for a, b in zip(t, u, strict=True))
     assert gap > 1e-6

@@ -181,7 +181,9 @@ def test_diag_ogr_equals_estimator_plus_step_map(corr1):
         return 0.5 * (a * x * x).sum() + 0.05 * (x**4).sum() + x[0] * x[1]
 
     x = torch.randn(6, generator=g, dtype=F64).requires_grad_()
-    opt = DiagOGR([x], lr=0.8, beta=0.5, gamma=0.2, div=1.3, cut=2.0, corr1=corr1, ridge_rel=0.0)
+    opt = DiagOGR(
+        [x], lr=0.8, beta=0.5, gamma=0.2, div=1.3, cut=2.0, corr1=corr1, ridge_rel=0.0, max_coord_step=None
+    )
     est = DiagonalGradientRegression(6, beta=0.5, corr1=corr1, ridge_rel=0.0, dtype=F64)
     ref_x, m = x.detach().clone(), torch.zeros(6, dtype=F64)
     for _ in range(40):

@@ -199,6 +199,7 @@ def dogr_proposal(
     # comparison and gets the bound, so the rate stays in [0, lr/cut]
     a = lam.abs()
     step = hp["lr_div"] * m1 / torch.where(a > hp["bound"], a, hp["bound"])
+    step = torch.clamp(step, -hp["max_coord_step"], hp["max_coord_step"])  # the per-coordinate trust bound
     return m1, tm1, gm1, s1, st1, w1, step
 
 
@@ -226,7 +227,8 @@ def dogr_step_(
         θ̄, ḡ, s, c ← dogr_observe(...)                      (new means in the products)
         w ← β w;   δ ← dogr_ridge(s̄_before, w)              (s̄: moved_mean of s before this update)
         λ ← dogr_curvature(s, c, w, δ, h)
-        θ ← θ − (lr/div)·m / max(|λ|, cut/div)               (= lr·m / max(div·|λ|, cut))
+        Δ ← (lr/div)·m / max(|λ|, cut/div)                   (= lr·m / max(div·|λ|, cut))
+        θ ← θ − clamp(Δ, ±max_coord_step)
         s̄ ← moved_mean(s)                                    (kept for the next step's floor)
 
     The floor uses the mean variance from *before* this update, so its reduction is computed in the same
@@ -247,8 +249,8 @@ def dogr_step_(
         prior_weight: the 0-dim prior weight ``w`` per tensor.
         s_mean: the 0-dim mean of ``s`` over moved coordinates per tensor (for the next floor).
         hp: ``rate_m = 1−γ``, ``rate = 1−β``, ``beta``, ``lr_div = lr/div``, ``bound = cut/div``,
-            ``h_prior``, ``ridge_rel``, ``ridge_abs`` and, with ``clip``, ``max_step_norm``: floats or 0-dim
-            tensors.
+            ``h_prior``, ``ridge_rel``, ``ridge_abs``, ``max_coord_step`` (the bound on every ``|Δ_i|``;
+            ``inf`` for none) and, with ``clip``, ``max_step_norm``: floats or 0-dim tensors.
         gate: a 0-dim bool tensor (False: leave everything unchanged) or None (no gating).
         corr1: the "c" form.
         clip: scale the whole list's step ``Δ`` to norm at most ``hp["max_step_norm"]`` (two passes).
@@ -398,7 +400,10 @@ def dogr_step_foreach_(
             lam.copy_(torch.where(den > 0, lam, abs(h) if corr1 else h))
         lam.abs_().clamp_min_(bound)
         torch.mul(m[i], lr_div, out=den)
-        params[i].sub_(den.div_(lam))
+        den.div_(lam)
+        if hp["max_coord_step"] != float("inf"):
+            den.clamp_(-hp["max_coord_step"], hp["max_coord_step"])
+        params[i].sub_(den)
         prior_weight[i].copy_(w1[i])
         s_mean[i].copy_(moved_mean(s[i]))
     return torch.zeros(n, dtype=torch.int64, device=params[0].device)

@@ -241,6 +241,7 @@ def subspace_step_(
         inside: Δ_V = Vᵀ f(H_V) V m,  f(λ) = lr / max(div·|λ|, cut)
         sgd:  θ ← θ − Δ_V − α (m − Vᵀ V m),  α = lr · outside_scale
         dogr: θ ← θ − [Δ_d − w_mix (Vᵀ V Δ_d − Δ_V)]      Δ_d: the diagonal OGR step of every coordinate
+        (every coordinate of the total step clamped to ±max_coord_step, then optionally the norm clip)
 
     The orthonormalisation uses ``V Vᵀ = I`` (kept by construction; :func:`refresh_basis_` removes the
     drift): the Gram matrix of ``V + Γ a vᵀ`` is ``I + Γ(a bᵀ + b aᵀ) + Γ²‖v‖² a aᵀ`` with ``b = V v``, so
@@ -258,8 +259,9 @@ def subspace_step_(
         subspace: ``mix`` (C), ``sigma`` (S), ``cross`` (K): (d, d); ``prior_weight``: 0-dim; all updated
             in place.
         hp: ``rate_m``, ``rate``, ``beta``, ``lr``, ``div``, ``cut``, ``h_prior``, ``ridge_rel``,
-            ``ridge_abs``, ``rotation_rate`` (Γ), ``outside_rate`` (α), ``mix`` (w_mix), ``max_step_norm``
-            (with ``clip``), and for the diagonal part ``lr_div`` and ``bound``.
+            ``ridge_abs``, ``rotation_rate`` (Γ), ``outside_rate`` (α), ``mix`` (w_mix),
+            ``max_coord_step`` (``inf`` for none), ``max_step_norm`` (with ``clip``), and for the diagonal
+            part ``lr_div`` and ``bound``.
         gate: a 0-dim bool tensor; False leaves everything unchanged.
         rotation: ``"oja"`` or ``"duda"``.
         outside: ``"sgd"`` or ``"dogr"``.

@@ -7,8 +7,8 @@
 """
 
 from .bfgs import BFGS
-from .diag_ogr import DiagOGR
+from .diag_ogr import DUDA_DOGR, DiagOGR
 from .ogr import OGR
-from .subspace_ogr import SubspaceOGR
+from .subspace_ogr import DUDA_SUBSPACE_OGR, SubspaceOGR
 
-__all__ = ["BFGS", "OGR", "DiagOGR", "SubspaceOGR"]
+__all__ = ["BFGS", "OGR", "DiagOGR", "SubspaceOGR", "DUDA_DOGR", "DUDA_SUBSPACE_OGR"]

@@ -7,6 +7,7 @@ this module validates, keeps the state and owns the generator of the random init
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
 from typing import Any, ClassVar
 
 import torch
@@ -30,7 +31,25 @@ from .checks import (
     optional,
 )
 
-__all__ = ["SubspaceOGR"]
+__all__ = ["DUDA_SUBSPACE_OGR", "SubspaceOGR"]
+
+#: Duda's dsOGR settings for 3-D Beale (arXiv:1901.11457, Fig. 4; his β 0.6, γ 0.7 converted), for test
+#: functions: ``SubspaceOGR(params, **DUDA_SUBSPACE_OGR)`` (``rank=1`` uses ``mix=0.3``). The class
+#: defaults are for neural networks.
+DUDA_SUBSPACE_OGR = MappingProxyType(
+    {
+        "lr": 1.0,
+        "beta": 0.4,
+        "gamma": 0.3,
+        "div": 1.5,
+        "cut": 6.0,
+        "rank": 2,
+        "rotation_rate": 0.1,
+        "mix": 0.4,
+        "outside": "dogr",
+        "max_coord_step": None,
+    }
+)
 
 _GENERATOR_STATE_SIZE = torch.Generator().get_state().numel()
 
@@ -60,14 +79,18 @@ class SubspaceOGR(HessoptOptimizer):
        ``outside="sgd"`` adds ``lr·outside_scale·(m − VᵀVm)`` (Duda's prototype, with its α = 0.001 at
        η = 1).
 
+    **Defaults are for neural networks** (docs/algorithms/ogr.md, "Network defaults"): β 0.9, a tiny
+    ``cut`` and the per-coordinate trust bound ``max_coord_step = 0.01`` on the total step. Duda's
+    test-function settings are :data:`DUDA_SUBSPACE_OGR`.
+
     Args:
         params: parameters or param groups; the subspace couples all of them, so every hyper-parameter
             must be equal across groups; one dtype and device.
         lr: ``η`` of the subspace (and diagonal) steps (default 1); 0 is legal.
-        beta: EMA weight of old statistics (default 0.4; Duda's dsOGR 0.6 converted).
+        beta: EMA weight of old statistics (default 0.9; Duda's dsOGR: 0.4, his 0.6 converted).
         gamma: EMA weight of the old momentum (default 0.3; his 0.7 converted).
         div: divides the Newton rate ``1/|λ|`` (default 1.5).
-        cut: floor of ``div·|λ|`` (default 6); > 0.
+        cut: floor of ``div·|λ|`` (default 1e-4; Duda's dsOGR: 6); > 0.
         sigma0: prior variance of the subspace (and diagonal) statistics (default 1).
         h_prior: prior curvature (default 0); finite.
         mean_init: ``"zero"`` (default) or ``"first"``, as :class:`hessopt.optim.OGR`.
@@ -82,6 +105,7 @@ class SubspaceOGR(HessoptOptimizer):
         outside_scale: the rate of ``outside="sgd"`` as a multiple of ``lr`` (default 1e-3), so that a
             scheduler scales both parts.
         max_step_norm: scale the whole step to Euclidean norm at most this (None: no clip; default).
+        max_coord_step: bound on every coordinate of the total step (default 0.01; None: no bound).
         seed: seed of the generator of the random initial basis (default 0); its state is saved.
         nonfinite: ``"skip"`` (default) or ``"raise"``.
 
@@ -134,6 +158,7 @@ class SubspaceOGR(HessoptOptimizer):
         "mix": lambda name, v: check_in_range(name, v, 0.0, 1.0, low_open=False, high_open=False),
         "outside_scale": check_nonnegative,
         "max_step_norm": optional(check_positive),
+        "max_coord_step": optional(check_positive),
         "seed": _check_seed,
     }
     uniform_hyperparameters: ClassVar = True
@@ -143,10 +168,10 @@ class SubspaceOGR(HessoptOptimizer):
         params: Iterable[Any],
         lr: float = 1.0,
         *,
-        beta: float = 0.4,
+        beta: float = 0.9,
         gamma: float = 0.3,
         div: float = 1.5,
-        cut: float = 6.0,
+        cut: float = 1e-4,
         sigma0: float = 1.0,
         h_prior: float = 0.0,
         mean_init: str = "zero",
@@ -160,6 +185,7 @@ class SubspaceOGR(HessoptOptimizer):
         mix: float = 0.4,
         outside_scale: float = 1e-3,
         max_step_norm: float | None = None,
+        max_coord_step: float | None = 0.01,
         seed: int = 0,
         nonfinite: str = "skip",
     ) -> None:
@@ -183,6 +209,7 @@ class SubspaceOGR(HessoptOptimizer):
             "mix": mix,
             "outside_scale": outside_scale,
             "max_step_norm": max_step_norm,
+            "max_coord_step": max_coord_step,
             "seed": seed,
             "nonfinite": nonfinite,
         }
@@ -359,6 +386,7 @@ class SubspaceOGR(HessoptOptimizer):
             "outside_rate": hp["lr"] * hp["outside_scale"],
             "mix": hp["mix"],
             "max_step_norm": hp["max_step_norm"],
+            "max_coord_step": float("inf") if hp["max_coord_step"] is None else hp["max_coord_step"],
         }
         states = [self.state[p] for p in params]
         dogr_state = None
