@@ -14,7 +14,8 @@ tensor, and it is stored as ``V = C·U`` with a small ``C`` (d×d, "mix") and pe
 ``C`` (O(d³)); the online-PCA update is a rank-one change of ``U`` (O(dD)). Products with ``V`` are
 sums over tensors of ``U_j``-products (one GEMM per tensor). :func:`refresh_basis_` folds ``C`` into ``U``
 and re-orthonormalises (O(d²D)), which :class:`~hessopt.optim.SubspaceOGR` does every
-:data:`REFRESH_EVERY` steps against rounding drift.
+:data:`REFRESH_EVERY` steps against rounding drift, and whenever ``C`` has become ill-conditioned
+(:data:`MAX_MIX_CONDITION`).
 
 =================================  ================================================================  ========
 object                             what                                                              cost
@@ -45,6 +46,7 @@ from hessopt.curvature.regression import (
 
 __all__ = [
     "OUTSIDE_RULES",
+    "MAX_MIX_CONDITION",
     "REFRESH_EVERY",
     "ROTATIONS",
     "basis_gram",
@@ -61,8 +63,10 @@ __all__ = [
 ROTATIONS = ("oja", "duda")
 #: Steps outside the subspace: momentum SGD (Duda's prototype) or the dsOGR mix with diagonal OGR.
 OUTSIDE_RULES = ("sgd", "dogr")
-#: :class:`hessopt.optim.SubspaceOGR` re-orthonormalises the stored basis every this many steps.
+#: :class:`hessopt.optim.SubspaceOGR` re-orthonormalises the stored basis every this many steps,
 REFRESH_EVERY = 100
+#: and whenever the condition number of the factor ``C`` exceeds this.
+MAX_MIX_CONDITION = 10.0
 
 
 def _rows(u: Tensor) -> Tensor:

@@ -423,7 +423,12 @@ class SubspaceOGR(HessoptOptimizer):
         else:
             self.add_to_counter("nonfinite_skips", overflow)
         st["count"] = st["count"] + ok
-        if bool(ok) and int(st["count"]) % sub.REFRESH_EVERY == 0:
+        # refresh on schedule, and whenever the implicit factor C has become ill-conditioned (Duda's rule
+        # with a large Γ‖g‖ can do that within a few steps)
+        due = (st["count"] % sub.REFRESH_EVERY == 0) | (
+            torch.linalg.cond(st["basis_mix"]) > sub.MAX_MIX_CONDITION
+        )
+        if bool(ok & due):
             basis = [self.state[p]["basis"] for p in self.parameters_in_order() if "basis" in self.state[p]]
             sub.refresh_basis_(basis, st["basis_mix"], st["sigma"], st["cross"])
         return loss
