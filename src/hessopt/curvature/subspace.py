@@ -95,10 +95,12 @@ def basis_products(basis: Sequence[Tensor], columns: Sequence[Sequence[Tensor]])
     Returns:
         ``(d, k)``. Cost O(kdD), one read of the basis.
     """
-    return sum(
-        _rows(u) @ torch.stack([c.reshape(-1) for c in cols], 1)
-        for u, cols in zip(basis, columns, strict=True)
-    )
+    return sum(_rows(u) @ _stack_rows(cols).mT for u, cols in zip(basis, columns, strict=True))
+
+
+def _stack_rows(cols: Sequence[Tensor]) -> Tensor:
+    """The k vectors as the rows of a (k, D_j) matrix (a row-wise stack is a contiguous copy)."""
+    return torch.stack([c.reshape(-1) for c in cols], 0)
 
 
 def orthonormalize_(basis: Sequence[Tensor]) -> Tensor:
@@ -211,7 +213,8 @@ def refresh_basis_(basis: Sequence[Tensor], mix: Tensor, sigma: Tensor, cross: T
 
 
 def _finite(*tensors: Tensor) -> Tensor:
-    return torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+    """0-dim bool: every entry of every tensor is finite (min and max per tensor: one fast pass each)."""
+    return torch.isfinite(torch.stack([v for t in tensors if t.numel() for v in torch.aminmax(t)])).all()
 
 
 def subspace_step_(
@@ -300,12 +303,12 @@ def subspace_step_(
             gm1 = torch.lerp(g_mean[i], g, hp["rate"])
             new.append((m1, tm1, gm1))
             base.append(hp["outside_rate"] * m1)
-    errs = [(params[i] - new[i][1], grads[i] - new[i][2]) for i in range(len(params))]
-    cols = [(grads[i], *errs[i], new[i][0], base[i]) for i in range(len(params))]
-    prod = basis_products(basis, cols)  # U·[g, e, r, m, base]: one read of the basis
-    dots = torch.stack(
-        [torch.stack([torch.sum(grads[i] * c) for c in cols[i]]) for i in range(len(params))]
-    ).sum(0)
+    rows = [
+        _stack_rows((grads[i], params[i] - new[i][1], grads[i] - new[i][2], new[i][0], base[i]))
+        for i in range(len(params))
+    ]  # per tensor the rows g, e = θ − θ̄, r = g − ḡ, m, base
+    prod = sum(_rows(u) @ b.mT for u, b in zip(basis, rows, strict=True))  # U·[g, e, r, m, base]: one read
+    dots = sum(b @ g.reshape(-1) for b, g in zip(rows, grads, strict=True))  # g·[g, e, r, m, base]
     ug, rest = prod[:, 0], prod[:, 1:]  # rest: U·[e, r, m, base]
     # ---- online PCA: V' = V + Γ a vᵀ, orthonormalised
     gamma = hp["rotation_rate"]
@@ -367,14 +370,17 @@ def subspace_step_(
         steps = [s * scale for s in steps]
     news = [params[i] - steps[i] for i in range(len(params))]
     ok = gate & _finite(mix_f, s1, k1, w1, *news, *(t_ for n in new for t_ in n))
-    # ---- commit (sync-free): where(ok, new, old); the basis gets its rank-one update scaled by ok
-    coeff = torch.where(ok, u * (g_eff * inv), 0.0)  # the rank-one update's left factor, 0 when refused
+    # ---- commit: on the host (CPU) read ok and copy; elsewhere sync-free where(ok, new, old). The basis
+    # gets its rank-one update scaled by ok.
+    host = params[0].device.type == "cpu"
+    if host and not bool(ok):
+        return ok
+    coeff = u * (g_eff * inv) if host else torch.where(ok, u * (g_eff * inv), 0.0)
     for i in range(len(params)):
         targets = (m[i], theta_mean[i], g_mean[i]) + (tuple(dogr_state[i][:3]) if outside == "dogr" else ())
-        for old, value in zip(targets, new[i], strict=True):
-            old.copy_(torch.where(ok, value, old))
-        params[i].copy_(torch.where(ok, news[i], params[i]))
-        _rows(basis[i]).addr_(coeff, torch.where(ok, grads[i], 0.0).reshape(-1))
+        for old, value in zip((*targets, params[i]), (*new[i], news[i]), strict=True):
+            old.copy_(value if host else torch.where(ok, value, old))
+        _rows(basis[i]).addr_(coeff, (grads[i] if host else torch.where(ok, grads[i], 0.0)).reshape(-1))
         if outside == "dogr":
             smd = dogr_state[i][3]
             smd.copy_(torch.where(ok, moved_mean(dogr_state[i][0]), smd))
