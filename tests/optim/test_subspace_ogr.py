@@ -227,3 +227,17 @@ def test_frozen_and_late_parameters():
 def test_rank_larger_than_the_parameters_is_refused():
     with pytest.raises(ValueError, match="rank"):
         SubspaceOGR([torch.zeros(3)], rank=4)
+
+
+def test_duda_rule_with_large_gradients_keeps_an_orthonormal_basis():
+    """Duda's rule with Γ‖g‖ ≫ 1 makes the rows nearly parallel before Gram-Schmidt; the factor C then
+    becomes ill-conditioned within a few steps and the basis is refreshed: it stays orthonormal."""
+    x = torch.zeros(6, dtype=F64)
+    opt = SubspaceOGR([x], rank=3, rotation="duda", rotation_rate=0.5, lr=0.0)
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(40):
+        x.grad = 1e3 * torch.randn(6, generator=gen, dtype=F64)
+        opt.step()
+        v = opt.basis()[0]
+        torch.testing.assert_close(v @ v.T, torch.eye(3, dtype=F64), rtol=0, atol=1e-10)
+    assert float(torch.linalg.cond(opt.flat_state()["basis_mix"])) <= 10.0
