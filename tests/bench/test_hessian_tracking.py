@@ -31,11 +31,12 @@ def rel_err(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 
 def test_ogr_error_vanishes_on_a_quadratic():
-    # OGR's regression is exact on quadratics (ogr.md §2.2 i) once the decaying prior is gone, provided every
+    # OGR's regression is exact on quadratics once the decaying prior is gone, provided every
     # direction keeps moving; with A's small eigenvalues (steps capped at lr/cut = 0.1) OGR's own trajectory
-    # does. The ridge floor is switched off: it biases anisotropic Σ by ~sqrt(eps)·cond(Σ) (§8.1).
+    # does. The ridge floor is switched off: it biases anisotropic Σ by ~sqrt(eps)·cond(Σ). Means
+    # from the first observation: the estimate after it is the prior H = 0.
     fn = QuadraticFunction(A, B)
-    tr = ht.track(fn, (2.0, -1.5), "ogr", 60, ridge_rel=0.0, ridge_abs=0.0)
+    tr = ht.track(fn, (2.0, -1.5), "ogr", 60, ridge_rel=0.0, ridge_abs=0.0, mean_init="first")
     assert tr.steps == 60 and tr.stop_reason == "steps"
     torch.testing.assert_close(tr.exact, A.expand(60, 2, 2), rtol=1e-14, atol=1e-14)
     torch.testing.assert_close(tr.error, rel_err(tr.estimates, A), rtol=1e-12, atol=0.0)

@@ -90,9 +90,12 @@ def test_method_settings():
         }
     x = torch.zeros(3, dtype=torch.float64)
     g = build_optimizer("ogr", "beale3d", [x]).param_groups[0]
-    assert (g["beta"], g["gamma"], g["div"], g["cut"], g["mean_init"]) == (0.5, 0.4, 1.5, 10.0, "first")
+    assert (g["beta"], g["gamma"], g["div"], g["cut"], g["mean_init"]) == (0.5, 0.4, 1.5, 10.0, "zero")
     g = build_optimizer("diag-ogr", "beale3d", [x]).param_groups[0]
-    assert (g["beta"], g["gamma"], g["div"], g["cut"]) == (0.4, 0.3, 1.4, 5.0)
+    assert (g["beta"], g["gamma"], g["div"], g["cut"], g["max_coord_step"]) == (0.4, 0.3, 1.4, 5.0, None)
+    for d in (1, 2):
+        g = build_optimizer(f"subspace-d{d}", "beale3d", [x]).param_groups[0]
+        assert (g["rank"], g["rotation"], g["qr"], g["outside_scale"]) == (d, "duda", False, 0.0)
     for exp, lr, sgd_lr in (("beale2d", 0.4, 0.017 * 0.5), ("beale3d", 0.6, 0.004 * 0.5)):
         g = build_optimizer("adam", exp, [x]).param_groups[0]
         assert (g["lr"], tuple(g["betas"]), g["eps"]) == (lr, (0.8, 0.9), 1e-8)

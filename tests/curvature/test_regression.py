@@ -140,7 +140,9 @@ def test_straight_line_keeps_unobserved_block_at_prior(n, ridge_rel, unobserved_
     u = u / u.norm()
     c0 = torch.randn(d, generator=gen, dtype=F64)
     t = torch.randn(n, 1, generator=gen, dtype=F64)
-    est = OnlineGradientRegression(d, beta=0.5, sigma0=1.0, ridge_rel=ridge_rel, ridge_abs=0.0, dtype=F64)
+    est = OnlineGradientRegression(
+        d, beta=0.5, sigma0=1.0, ridge_rel=ridge_rel, ridge_abs=0.0, mean_init="first", dtype=F64
+    )
     _feed(est, h, b, c0 + t * u)
     est_h = est.hessian()
     p = torch.eye(d, dtype=F64) - torch.outer(u, u)
@@ -159,7 +161,7 @@ def test_never_moving_coordinate_stays_finite(dtype, ridge, n):
     # the notebook solve became non-finite after ~150 (float32) / ~300 (float64) updates (ogr.md §8.1)
     gen = _gen(4)
     kw = {} if ridge == "default" else {"ridge_rel": 0.0, "ridge_abs": 0.0}
-    est = OnlineGradientRegression(3, beta=0.5, dtype=dtype, **kw)
+    est = OnlineGradientRegression(3, beta=0.5, mean_init="first", dtype=dtype, **kw)
     curv = torch.tensor([1.0, 2.0, 0.0], dtype=dtype)
     thetas = torch.randn(n, 3, generator=gen, dtype=dtype)
     thetas[:, 2] = 0.3
@@ -203,7 +205,9 @@ def test_notebook_ordering_equals_exact_weighted_covariance():
     h, b = _sym(d, gen), torch.randn(d, generator=gen, dtype=F64)
     thetas = torch.randn(n, d, generator=gen, dtype=F64)
     grads = thetas @ h + b + 0.3 * torch.randn(n, d, generator=gen, dtype=F64)  # noisy: not exactly linear
-    est = OnlineGradientRegression(d, beta=beta, sigma0=0.0, ridge_rel=0.0, ridge_abs=0.0, dtype=F64)
+    est = OnlineGradientRegression(
+        d, beta=beta, sigma0=0.0, ridge_rel=0.0, ridge_abs=0.0, mean_init="first", dtype=F64
+    )
     for th, g in zip(thetas, grads, strict=True):
         est.update(th, g)
     # exact EMA-weighted statistics from scratch: weights β^(n-1) for the first sample, (1-β)β^(n-k) after

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 
 from hessopt._registry import Registry
-from hessopt.optim import BFGS, OGR, DiagOGR
+from hessopt.optim import BFGS, DUDA_DOGR, DUDA_SUBSPACE_OGR, OGR, DiagOGR, SubspaceOGR
 
 __all__ = [
     "COUPLINGS",
@@ -615,7 +615,6 @@ register(
 )
 _BFGS_TEXTBOOK = {"initial_scaling": "nocedal_wright", "curvature_failure": "skip"}
 _BFGS_INVALID = (
-    ({"lr": 0.0}, "lr"),
     ({"lr": -1.0}, "lr"),
     ({"line_search": "wolfe"}, "line_search"),
     ({"initial_scaling": "unit"}, "initial_scaling"),
@@ -788,22 +787,27 @@ register(
     Method(
         "diag-ogr",
         "DiagOGR",
-        "hessopt DiagOGR (coordinate-wise OGR) with its defaults (docs/algorithms/ogr.md: beta 0.4, "
-        "gamma 0.3, div 1.4, cut 5, Duda's dOGR tuning); the per-coordinate rate is at most lr/cut",
+        "hessopt DiagOGR (coordinate-wise OGR, saddle-free per coordinate; docs/algorithms/ogr.md)",
         "gradient",
         _hessopt(DiagOGR),
         suites={
-            "functions": Setting(tune={"lr": log_grid(-1, 0.5)}, note="lr tuned on 0.1..3.16"),
+            "functions": Setting(
+                hyper={k: v for k, v in DUDA_DOGR.items() if k != "lr"},
+                tune={"lr": log_grid(-1, 0.5)},
+                note="Duda's dOGR test-function settings (DUDA_DOGR: beta 0.4, gamma 0.3, div 1.4, cut 5); "
+                "lr tuned on 0.1..3.16",
+            ),
             "nn": Setting(
                 tune={"lr": log_grid(-1.5, 1.5)},
                 quick_tune={"lr": log_grid(-0.5, 1)},
-                note="lr tuned on 0.0316..31.6",
+                note="its network defaults (beta 0.9, cut 1e-4, per-coordinate step at most 0.01); lr "
+                "(default 1) tuned on 0.0316..31.6",
             ),
         },
         coupling="tensor",
         contract=(
             Contract(
-                hyper={"lr": 0.5, "cut": 1.0},
+                hyper={"lr": 0.5, "cut": 1.0, "max_coord_step": None},
                 invalid=(
                     ({"lr": -1.0}, "lr"),
                     ({"beta": 1.0}, "beta"),
@@ -815,11 +819,61 @@ register(
                     ({"nonfinite": "ignore"}, "nonfinite"),
                 ),
             ),
-            Contract(label="corr1", hyper={"lr": 0.5, "cut": 1.0, "corr1": True}),
+            Contract(label="corr1", hyper={"lr": 0.5, "cut": 1.0, "corr1": True, "max_coord_step": None}),
         ),
     )
 )
-
+register(
+    Method(
+        "subspace-ogr",
+        "SubspaceOGR",
+        "hessopt SubspaceOGR: OGR in a d-dimensional subspace tracked by online PCA of the gradients (Oja's "
+        "rule), one QR-method step per update, saddle-free Newton inside, diagonal OGR outside "
+        "(docs/algorithms/ogr.md)",
+        "gradient",
+        _hessopt(SubspaceOGR),
+        suites={
+            "functions": Setting(
+                hyper={k: v for k, v in DUDA_SUBSPACE_OGR.items() if k != "lr"},
+                tune={"lr": log_grid(-1, 0.5)},
+                note="Duda's dsOGR test-function settings (DUDA_SUBSPACE_OGR: d 2, beta 0.4, gamma 0.3, div "
+                "1.5, cut 6, rotation rate 0.1, mix 0.4); lr tuned on 0.1..3.16",
+            ),
+            "nn": Setting(
+                tune={"lr": log_grid(-1.5, 1.5)},
+                quick_tune={"lr": log_grid(-0.5, 1)},
+                note="its network defaults; lr (default 1) tuned on 0.0316..31.6",
+            ),
+        },
+        contract=(
+            Contract(
+                hyper={"lr": 0.5, "cut": 1.0, "rank": 3, "max_coord_step": None},
+                shared_hparam=("rank", 3, 2),
+                invalid=(
+                    ({"rank": 0}, "rank"),
+                    ({"rank": 1000}, "rank"),
+                    ({"rotation": "gram"}, "rotation"),
+                    ({"outside": "adam"}, "outside"),
+                    ({"mix": 1.5}, "mix"),
+                    ({"lr": -1.0}, "lr"),
+                    ({"h_prior": float("nan")}, "h_prior"),
+                ),
+            ),
+            Contract(
+                label="sgd-outside",
+                hyper={
+                    "lr": 0.5,
+                    "cut": 1.0,
+                    "rank": 3,
+                    "outside": "sgd",
+                    "rotation": "duda",
+                    "outside_scale": 0.3,
+                },
+                shared_hparam=("rank", 3, 2),
+            ),
+        ),
+    )
+)
 register(
     Method(
         "adahessian",

@@ -257,18 +257,31 @@ def armijo(
     ``phi(alpha) <= f0 + c alpha dphi0`` (the Armijo condition, NW eq. 3.4). Only ``phi``'s value is used,
     so ``phi`` may return ``nan`` as its derivative. Defaults ``c = 1e-4``, ``tau = 0.5``, ``alpha0 = 1``
     (NW section 3.1) and at most ``max_backtracks = 50`` reductions (``max_backtracks + 1`` evaluations),
-    as in the Armijo search of the OGR/BFGS comparison code (ogr.md section 5.3).
+    as in the Armijo search of the OGR/BFGS comparison code (docs/algorithms/bfgs.md).
 
     Args:
+        phi: ``phi(alpha) -> (f, dphi, payload)`` (module docstring).
+        f0: ``phi(0)``.
+        dphi0: ``phi'(0)``.
+        alpha0: the first trial step (> 0).
+        c: the sufficient-decrease constant, in (0, 1).
+        tau: the backtracking factor, in (0, 1).
+        max_backtracks: reductions after the first trial (>= 0).
         ascent: what to do when ``dphi0 >= 0``. ``"raise"`` (default): ValueError, the Armijo test needs a
             descent direction. ``"decrease"``: accept any step with ``phi(alpha) < f0`` (the behaviour of
-            the comparison code, ogr.md section 5.3).
+            the comparison code, docs/algorithms/bfgs.md).
         on_failure: when no trial passes. ``"best"`` (default): return the trial with the lowest value if
             it is below ``f0`` (``success=False``), else ``fallback_alpha``. ``"zero"``: return
             ``fallback_alpha`` directly.
         fallback_alpha: step returned when nothing is accepted (default 0, "do not move"; the comparison
             code used ``1e-12``). A nonzero fallback is *not* evaluated: its ``f``/``dphi`` are nan and its
             payload None.
+
+    Returns:
+        A :class:`LineSearchResult`.
+
+    Raises:
+        ValueError: an argument out of range, or ``dphi0 >= 0`` with ``ascent="raise"``.
     """
     if not (isinstance(max_backtracks, int) and max_backtracks >= 0):
         raise ValueError(f"max_backtracks must be an integer >= 0, got {max_backtracks!r}")

@@ -47,7 +47,7 @@ def default_curvature_eps(dtype: torch.dtype) -> float:
 
     1.5e-8 for float64, 3.5e-4 for float32. The skip rule ``s^T y <= eps ||s|| ||y||`` then rejects pairs
     whose angle cosine is below that value, i.e. pairs whose computed ``s^T y`` is not clearly positive
-    given its own rounding error (hessopt choice following ogr.md section 5.6; NW section 6.1 discusses
+    given its own rounding error (a hessopt choice, docs/algorithms/bfgs.md; NW section 6.1 discusses
     skipping the update when the curvature condition fails).
     """
     return float(torch.finfo(dtype).eps) ** 0.5

@@ -1,55 +1,70 @@
-"""Online gradient regression (OGR): Hessian estimates from the gradient stream alone.
+"""Online gradient regression (OGR): Hessian estimates from the gradient stream alone, full-matrix form.
 
-OGR (J. Duda, arXiv:1901.11457, "P2"; Przybysz, Kołek, Sobota, Duda, arXiv:2512.06969, "P1") models the
-gradient as linear in the position, ``g(θ) ≈ H (θ − p)``, and fits the symmetric ``H`` (and the zero-gradient
-point ``p``) by least squares with exponentially decaying weights. Only exponential moving averages of
-``θ``, ``g`` and their (cross-)covariances are kept; no Hessian-vector product and no inversion is needed,
-and ``H`` may be indefinite. Equation and section numbers (§) refer to hessopt's specification
-``shared/research/ogr.md``.
+OGR (J. Duda, arXiv:1901.11457; A. Przybysz, M. Kołek, F. Sobota, J. Duda, arXiv:2512.06969) models the
+gradient as linear in the position, ``g(θ) ≈ H (θ − p)``, and fits the symmetric ``H`` (and the
+zero-gradient point ``p``) by least squares with exponentially decaying weights. Only exponential moving
+averages of ``θ``, ``g`` and their (cross-)covariances are kept; no Hessian-vector product and no inversion
+is needed, and ``H`` may be indefinite. The equations, defaults and deviations are on
+``docs/algorithms/ogr.md``; the diagonal form is :mod:`hessopt.curvature.diagonal`, the subspace form
+:mod:`hessopt.curvature.subspace`.
 
 =====================================  ===========================================  =====================
 object                                 what                                          cost per call
 =====================================  ===========================================  =====================
-:func:`ema_update_statistics`          the EMA update of the statistics (§2.1)       O(D^2) full, O(D) diag
+:func:`ema_update_statistics`          the EMA update of the statistics              O(D^2) full, O(D) diag
+:func:`ogr_initial_state`              the state of full OGR before any observation  O(D^2)
+:func:`ogr_observe`                    one observation added to that state           O(D^2)
+:func:`ogr_hessian`                    the estimate ``H`` from that state            O(D^3) (one ``eigh``)
 :func:`symmetric_lstsq_hessian`        ``H Σ + Σ H = C + Cᵀ`` solved in Σ's basis    O(D^3) (one ``eigh``)
-:func:`corr1_cross_covariance`         ``Σ^{1/2} Σ_g^{1/2}`` of the "c" form (§3.2)   O(D^3) (two ``eigh``)
-:func:`saddle_free_step`               ``Q diag(f(λ)) Qᵀ m``, ``f = η/max(div|λ|, cut)``  O(D^3) (or O(D^2))
-:func:`diagonal_saddle_free_step`      the same for a diagonal estimate              O(D)
+:func:`corr1_cross_covariance`         ``Σ^{1/2} Σ_g^{1/2}`` of the "c" form          O(D^3) (two ``eigh``)
+:func:`saddle_free_rates`              ``f(λ) = η/max(div|λ|, cut)``                 O(D)
+:func:`saddle_free_step`               ``Q diag(f(λ)) Qᵀ m``                         O(D^3) (or O(D^2))
+:func:`clip_to_norm`                   scale a step to a maximum norm                O(D)
 :class:`OnlineGradientRegression`      full OGR (fOGR) and its "c" form (cfOGR)       memory O(D^2)
-:class:`DiagonalGradientRegression`    coordinate-wise OGR (dOGR) and "c" form        memory 5 D-vectors
 =====================================  ===========================================  =====================
 
-Conventions. Every EMA is ``ema = beta*ema + (1-beta)*x`` (``beta`` weighs the OLD value). Duda's notebooks
-and ReadHegel/pytorch-ogr write ``ema += beta_D*(x - ema)``; the two agree for ``beta_D = 1 - beta``, and all
-defaults here are converted. The prior of the notebooks (``Σ0 = s0·I``, ``C0 = s0·H_prior``) decays like
-``s0·β^t``; the estimators keep that weight as a separate scalar (``prior_weight``), which is the same model
-(§2.2: the prior is a decaying ridge towards ``H_prior``) without letting rounding of ``Σ`` erase it. A
-non-decaying ridge floor ``δ = max(δ_rel·tr(Σ)/D, δ_abs)`` (§8.1, a hessopt choice; ``δ_rel = sqrt(eps)``)
-keeps directions that never move at the prior instead of at rounding noise over rounding noise.
+Conventions. Every EMA is ``ema = beta*ema + (1-beta)*x`` (``beta`` weighs the OLD value). Duda's code
+writes ``ema += beta_D*(x - ema)``; the two agree for ``beta_D = 1 - beta``, and all defaults here are
+converted. The prior of Duda's code (``Σ0 = s0·I``, ``C0 = s0·H_prior``) decays like ``s0·β^t``; the state
+keeps that weight as a separate scalar (``prior_weight``), which is the same model (a decaying ridge
+towards ``H_prior``) without letting rounding of ``Σ`` erase it. A non-decaying ridge floor
+``δ = max(δ_rel·tr(Σ)/D, δ_abs)`` (a hessopt guard; ``δ_rel = sqrt(eps)``) keeps directions that never move
+at the prior instead of at rounding noise over rounding noise.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 __all__ = [
+    "MEAN_INITS",
     "OGRStatistics",
-    "ema_update_statistics",
-    "default_ridge",
-    "ridge_floor",
-    "symmetric_lstsq_hessian",
+    "OnlineGradientRegression",
+    "RegressionEstimatorBase",
+    "clip_to_norm",
     "corr1_cross_covariance",
+    "default_ridge",
+    "diagonal_saddle_free_step",
+    "ema_update_statistics",
+    "first_means",
+    "ogr_hessian",
+    "ogr_initial_state",
+    "ogr_observe",
+    "ridge_floor",
     "saddle_free_rates",
     "saddle_free_step",
-    "diagonal_saddle_free_step",
-    "OnlineGradientRegression",
-    "DiagonalGradientRegression",
+    "symmetric_eigh",
+    "symmetric_lstsq_hessian",
 ]
 
 Scalar = float | Tensor
+
+#: Accepted values of ``mean_init``: the EMA means start at 0 (Duda's code) or at the first observation.
+MEAN_INITS = ("zero", "first")
 
 
 class OGRStatistics(NamedTuple):
@@ -79,32 +94,43 @@ def ema_update_statistics(
     cross: Tensor | None = None,
     grad_cov: Tensor | None = None,
 ) -> OGRStatistics:
-    """One OGR statistics update in the order of Duda's notebooks (R1 ``SGD-ORG basic.nb``; §2.1).
+    """One OGR statistics update: means first, then the (cross-)covariances with the NEW means.
 
-    Means first, then the (cross-)covariances with the NEW means::
+    ::
 
         θ̄ ← β θ̄ + (1−β) θ,   ḡ ← β ḡ + (1−β) g
         Σ ← β Σ + (1−β) (θ−θ̄)(θ−θ̄)ᵀ,   C ← β C + (1−β) (g−ḡ)(θ−θ̄)ᵀ,   Σ_g ← β Σ_g + (1−β) (g−ḡ)(g−ḡ)ᵀ
 
-    Convention: ``β`` is the weight of the old value (hessopt/Adam); Duda's ``ema += β_D (x − ema)`` is the
-    same update with ``β_D = 1 − β``. Because the outer products use the new means, every data term enters
-    with an extra factor ``β`` compared with the exact weighted-covariance recursion ``β(Σ + (1−β) e eᵀ)``,
-    ``e = θ − θ̄_old`` (§8.3a); ``Σ``, ``C`` and ``Σ_g`` share it, so the fitted ``H`` is unchanged. Change no
-    statistic alone.
+    Because the outer products use the new means, every data term enters with an extra factor ``β``
+    compared with the exact weighted-covariance recursion; ``Σ``, ``C`` and ``Σ_g`` share it, so the fitted
+    ``H`` is unchanged (docs/algorithms/ogr.md, "EMA order"). Change no statistic alone.
 
-    ``sigma`` (and ``cross``, ``grad_cov``) are ``(D, D)`` for the full form or ``(D,)`` for the diagonal form
-    (then the products are element-wise: ``s``, ``c``, ``v`` of §3.1-3.2). ``cross`` (``C``, with
-    ``C_ij = cov(g_i, θ_j)``) and ``grad_cov`` (``Σ_g``, only for the "c" form) are optional. The inputs are
-    not modified; new tensors are returned. Cost O(D^2) full, O(D) diagonal.
+    Args:
+        theta: position, ``(D,)``.
+        g: gradient, ``(D,)``.
+        theta_mean: EMA of ``θ``, ``(D,)``.
+        g_mean: EMA of ``g``, ``(D,)``.
+        beta: EMA weight of the old value, in [0, 1).
+        sigma: ``Σ``, ``(D, D)`` (full form) or ``(D,)`` (diagonal form: element-wise products).
+        cross: ``C`` with ``C_ij = cov(g_i, θ_j)``, or None.
+        grad_cov: ``Σ_g`` (only for the "c" form), or None.
+
+    Returns:
+        New tensors (the inputs are not modified).
+
+    Raises:
+        ValueError: ``beta`` outside [0, 1) or ``sigma`` neither 1-D nor 2-D.
+
+    References:
+        J. Duda, arXiv:1901.11457, Fig. 1 (the statistics of fOGR).
     """
     beta = _check_beta(beta)
     if sigma.dim() not in (1, 2):
         raise ValueError(f"sigma must be (D,) (diagonal) or (D, D) (full), got shape {tuple(sigma.shape)}")
     full = sigma.dim() == 2
     a = 1.0 - beta
-    # Every EMA is evaluated as the fused lerp ema + (1−β)(x − ema) = β·ema + (1−β)·x (one kernel per
-    # statistic); it also keeps the mean of a coordinate that never moves exactly constant, so its e is
-    # exactly 0 and its variance stays exactly 0.
+    # lerp: ema + (1−β)(x − ema), one kernel per statistic; it keeps the mean of a coordinate that never moves
+    # exactly constant, so its e is exactly 0 and its variance stays exactly 0
     theta_mean = torch.lerp(theta_mean, theta, a)
     g_mean = torch.lerp(g_mean, g, a)
     e = theta - theta_mean
@@ -117,28 +143,61 @@ def ema_update_statistics(
 
 
 def default_ridge(dtype: torch.dtype) -> tuple[float, float]:
-    """hessopt's ridge-floor constants ``(δ_rel, δ_abs) = (sqrt(eps), sqrt(tiny))`` of ``dtype`` (§8.1).
+    """The ridge-floor constants ``(δ_rel, δ_abs) = (sqrt(eps), sqrt(tiny))`` of ``dtype``.
 
-    ``sqrt(eps)`` is the spec's choice; ``sqrt(tiny)`` is positive, far above underflow, and so small that it
-    acts only once every direction has stopped moving (float64: 1.5e-154; float32: 1.1e-19).
+    ``sqrt(tiny)`` is positive, far above underflow, and so small that it acts only once every direction
+    has stopped moving (float64: 1.5e-154; float32: 1.1e-19).
+
+    Args:
+        dtype: a floating-point dtype.
+
+    Returns:
+        ``(δ_rel, δ_abs)``.
     """
     fi = torch.finfo(dtype)
     return fi.eps**0.5, fi.tiny**0.5
 
 
 def ridge_floor(sigma: Tensor, *, ridge_rel: float, ridge_abs: float, prior_weight: Scalar = 0.0) -> Tensor:
-    """The non-decaying ridge ``δ = max(δ_rel·(v̄ + w), δ_abs)`` of §8.1 as a 0-dim tensor.
+    """The non-decaying ridge ``δ = max(δ_rel·(v̄ + w), δ_abs)`` as a 0-dim tensor.
 
-    ``sigma`` is the data part of ``Σ`` (``(D, D)``, or ``(D,)`` for a diagonal); ``w`` is the prior weight
-    already acting on it. ``v̄`` is the mean variance ``tr(Σ)/D`` of §8.1, taken over the coordinates that
-    have moved (``Σ_ii > 0``): a coordinate that never moves (a frozen parameter, one without gradient)
-    then changes nothing about the estimate of the others. Sync-free, O(D).
+    ``v̄`` is the mean variance ``tr(Σ)/D`` taken over the coordinates that have moved (``Σ_ii > 0``): a
+    coordinate that never moves (a frozen parameter, one without gradient) then changes nothing about the
+    estimate of the others. Sync-free, O(D).
+
+    Args:
+        sigma: the data part of ``Σ``, ``(D, D)``, or ``(D,)`` for a diagonal.
+        ridge_rel: ``δ_rel`` (>= 0).
+        ridge_abs: ``δ_abs`` (>= 0).
+        prior_weight: ``w``, the prior weight already acting on ``Σ``.
+
+    Returns:
+        ``δ``.
+
+    Raises:
+        ValueError: a negative constant.
     """
     if ridge_rel < 0 or ridge_abs < 0:
         raise ValueError(f"ridge_rel and ridge_abs must be >= 0, got {ridge_rel!r} and {ridge_abs!r}")
     var = (sigma.diagonal() if sigma.dim() == 2 else sigma).clamp_min(0)
     mean_var = var.sum() / torch.count_nonzero(var).clamp_min(1) + prior_weight
     return torch.clamp_min(ridge_rel * mean_var, ridge_abs)
+
+
+def symmetric_eigh(a: Tensor) -> tuple[Tensor, Tensor]:
+    """``torch.linalg.eigh`` of a symmetric matrix with subnormal entries flushed to 0.
+
+    LAPACK's float32 ``eigh`` returns nan for matrices with subnormal entries (statistics that decayed below
+    the dtype's smallest normal number); such entries carry nothing the ridge floor does not dominate.
+
+    Args:
+        a: symmetric ``(D, D)``; only the lower triangle is read.
+
+    Returns:
+        ``(eigenvalues, eigenvectors)`` in ascending order.
+    """
+    tiny = torch.finfo(a.dtype).tiny
+    return torch.linalg.eigh(torch.where(a.abs() < tiny, 0.0, a))
 
 
 def _prior_in_basis(h_prior: Scalar | Tensor | None, basis: Tensor) -> Tensor | None:
@@ -166,7 +225,7 @@ def symmetric_lstsq_hessian(
     h_prior: Scalar | Tensor | None = None,
     ridge: Scalar = 0.0,
 ) -> Tensor:
-    """Symmetric least-squares Hessian: the solution of a Lyapunov equation (P2 Fig. 1, R1; §2.2).
+    """Symmetric least-squares Hessian: the solution of a Lyapunov equation.
 
     Minimising ``E‖g̃ − H θ̃‖²`` over symmetric ``H`` gives ``H Σ + Σ H = C + Cᵀ``; with the prior/ridge weight
     ``w = prior_weight + ridge`` towards ``H_prior`` it is ``H (Σ + wI) + (Σ + wI) H = C + Cᵀ + 2w H_prior``.
@@ -174,23 +233,27 @@ def symmetric_lstsq_hessian(
 
         H = O [ (B_ij + 2w P_ij) / (l_i + l_j + 2w) ] Oᵀ
 
-    Note the numerator is ``C + Cᵀ`` over ``l_i + l_j``, with no factor 0.5 (pitfall §8.4: a ``0.5(C + Cᵀ)``
-    halves ``H`` and doubles every step). ``prior_weight`` is the decaying weight ``s0·β^t`` of the prior when
-    ``sigma`` and ``cross`` are data-only statistics, ``ridge`` the non-decaying floor of :func:`ridge_floor`;
-    both pull towards ``H_prior`` (default 0), so only their sum enters.
+    The numerator is ``C + Cᵀ`` over ``l_i + l_j``, with no factor 0.5 (a ``0.5(C + Cᵀ)`` halves ``H`` and
+    doubles every step). Where a denominator is ``<= eps·max(denominators)`` the entry is set to ``P_ij``
+    (the solution closest to ``H_prior``), so the result is finite for finite input, even for ``w = 0`` and
+    singular ``Σ``. The result is exactly symmetric and equivariant: ``(QᵀΣQ, QᵀCQ) ↦ QᵀHQ``.
 
     Args:
-        sigma: the symmetric ``(D, D)`` covariance of positions (only its lower triangle is read, as by
-            ``torch.linalg.eigh``), or its eigendecomposition ``(l, O)`` (to reuse one). Negative
-            eigenvalues (rounding) are clamped to 0 before the weight is added.
+        sigma: the symmetric ``(D, D)`` covariance of positions (only its lower triangle is read), or its
+            eigendecomposition ``(l, O)``. Negative eigenvalues (rounding) are clamped to 0.
         cross: ``C`` with ``C_ij = cov(g_i, θ_j)``, ``(D, D)``; only ``C + Cᵀ`` is used.
-        prior_weight, ridge: non-negative floats or 0-dim tensors (tensors are unchecked: no device sync).
-        h_prior: a scalar (``h·I``), a ``(D,)`` diagonal or a symmetric ``(D, D)`` matrix.
+        prior_weight: the decaying weight ``s0·β^t`` of the prior (float >= 0 or 0-dim tensor, unchecked).
+        h_prior: a scalar (``h·I``), a ``(D,)`` diagonal or a symmetric ``(D, D)`` matrix (default 0).
+        ridge: the non-decaying floor of :func:`ridge_floor` (float >= 0 or 0-dim tensor).
 
-    Rank deficiency: where a denominator is ``<= eps·max(denominators)`` (nothing, or only rounding, is known
-    about that entry) the entry is set to ``P_ij``: the solution closest to ``H_prior`` in Frobenius norm, the
-    pseudo-inverse convention. So the result is finite for finite input, even for ``w = 0`` and singular Σ.
-    The result is exactly symmetric and equivariant: ``(QᵀΣQ, QᵀCQ) ↦ QᵀHQ``. Cost: one ``eigh``, O(D^3).
+    Returns:
+        The symmetric ``(D, D)`` estimate. Cost: one ``eigh``, O(D^3).
+
+    Raises:
+        ValueError: shapes that do not match, or a negative float weight.
+
+    References:
+        J. Duda, arXiv:1901.11457, Fig. 1 ("symmetrized Hessian estimator"); ``docs/algorithms/ogr.md``.
     """
     if isinstance(sigma, tuple):
         l, basis = sigma
@@ -199,7 +262,7 @@ def symmetric_lstsq_hessian(
             raise ValueError(
                 f"sigma must be a square (D, D) matrix or a tuple (l, O), got {tuple(sigma.shape)}"
             )
-        l, basis = torch.linalg.eigh(sigma)  # reads the lower triangle
+        l, basis = symmetric_eigh(sigma)
     d = basis.shape[-1]
     if cross.shape != (d, d):
         raise ValueError(f"cross must have shape ({d}, {d}) like sigma, got {tuple(cross.shape)}")
@@ -220,19 +283,27 @@ def symmetric_lstsq_hessian(
 
 def _psd_sqrt(a: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """``(A^{1/2}, l, O)`` of a symmetric PSD matrix (negative rounding eigenvalues clamped to 0)."""
-    l, o = torch.linalg.eigh(0.5 * (a + a.mT))
+    l, o = symmetric_eigh(0.5 * (a + a.mT))
     return (o * l.clamp_min(0).sqrt()) @ o.mT, l, o
 
 
 def corr1_cross_covariance(sigma: Tensor, grad_cov: Tensor) -> Tensor:
-    """The "c" forms' stand-in for ``C``: ``S_θ S_g`` with ``S_θ = Σ^{1/2}``, ``S_g = Σ_g^{1/2}`` (§3.2).
+    """The "c" forms' stand-in for ``C``: ``S_θ S_g`` with ``S_θ = Σ^{1/2}``, ``S_g = Σ_g^{1/2}``.
 
-    cfOGR (R1 ``cOGR variants.nb``, P2 Fig. 7) approximates cov(g, θ) "as var(g), var(θ) eigenvectors being
-    perfectly correlated", i.e. replaces ``C + Cᵀ`` by ``S_θ S_g + S_g S_θ``; pass the result as ``cross`` to
-    :func:`symmetric_lstsq_hessian`. In 1-D it gives ``λ = sqrt(var g / var θ) >= 0``: the curvature's SIGN
-    IS LOST (no saddle repulsion; a negative-curvature direction reads as positive) and gradient NOISE READS
-    AS CURVATURE (noise alone makes var g, hence λ, large). Exact only for ``|H|`` when ``Σ`` commutes with
-    ``H`` and the gradient is noise-free. Cost: two ``eigh``, O(D^3).
+    cfOGR approximates cov(g, θ) "as var(g), var(θ) eigenvectors being perfectly correlated"
+    (arXiv:1901.11457, Fig. 7), i.e. replaces ``C + Cᵀ`` by ``S_θ S_g + S_g S_θ``; pass the result as
+    ``cross`` to :func:`symmetric_lstsq_hessian`. In 1-D it gives ``λ = sqrt(var g / var θ) >= 0``: the
+    curvature's SIGN IS LOST (no saddle repulsion) and gradient NOISE READS AS CURVATURE.
+
+    Args:
+        sigma: ``Σ = Cov(θ)``, ``(D, D)``.
+        grad_cov: ``Σ_g = Cov(g)``, ``(D, D)``.
+
+    Returns:
+        ``S_θ S_g``. Cost: two ``eigh``, O(D^3).
+
+    References:
+        J. Duda, arXiv:1901.11457, Fig. 7.
     """
     s_theta, _, _ = _psd_sqrt(sigma)
     s_g, _, _ = _psd_sqrt(grad_cov)
@@ -240,9 +311,10 @@ def corr1_cross_covariance(sigma: Tensor, grad_cov: Tensor) -> Tensor:
 
 
 def _check_step_args(eta: float, div: float, cut: float) -> None:
-    for name, v in (("eta", eta), ("div", div)):
-        if not isinstance(v, (int, float)) or not 0.0 < v < float("inf"):
-            raise ValueError(f"{name} must be a finite float > 0, got {v!r}")
+    if not isinstance(eta, (int, float)) or not 0.0 <= eta < float("inf"):
+        raise ValueError(f"eta must be a finite float >= 0, got {eta!r}")
+    if not isinstance(div, (int, float)) or not 0.0 < div < float("inf"):
+        raise ValueError(f"div must be a finite float > 0, got {div!r}")
     if not isinstance(cut, (int, float)) or not 0.0 < cut < float("inf"):
         raise ValueError(
             f"cut must be a finite float > 0, got {cut!r} (cut = 0 would allow unbounded steps; emulate "
@@ -251,26 +323,53 @@ def _check_step_args(eta: float, div: float, cut: float) -> None:
 
 
 def saddle_free_rates(lam: Tensor, *, eta: float, div: float, cut: float) -> Tensor:
-    """Per-direction learning rates ``f(λ) = η / max(div·|λ|, cut)`` (P2 Fig. 1 caption; §2.3).
+    """Per-direction learning rates ``f(λ) = η / max(div·|λ|, cut)``.
 
-    "Suggested 1/λ learning rates undergo absolute value as in SFN, then are divided by div, then bounded by
-    1/cut" (P2). ``|λ|`` makes a step along negative curvature move AWAY from the maximum (saddle-free);
-    ``f(λ) <= η/cut`` always, so zero or unobserved curvature gives a bounded gradient step. ``cut > 0`` is
-    required. Defaults live in the optimizers (Duda's fOGR: η = 1, div = 1.5, cut = 10). Cost O(D).
+    "Suggested 1/λ learning rates undergo absolute value as in SFN, then are divided by div, then bounded
+    by 1/cut" (arXiv:1901.11457, Fig. 1 caption). ``|λ|`` makes a step along negative curvature move AWAY
+    from the maximum (saddle-free); ``f(λ) <= η/cut`` always, so zero or unobserved curvature gives a
+    bounded gradient step. A nan ``λ`` gets the bound ``η/cut`` too.
+
+    Args:
+        lam: eigenvalues (or per-coordinate curvatures).
+        eta: step size ``η >= 0`` (0 gives zero rates: a learning rate a scheduler brought to 0).
+        div: divisor of the Newton rate, > 0.
+        cut: floor of ``div·|λ|``, > 0.
+
+    Returns:
+        The rates, shaped like ``lam``. Cost O(D).
+
+    Raises:
+        ValueError: an argument out of range, naming it.
     """
     _check_step_args(eta, div, cut)
-    return eta / torch.clamp_min(div * lam.abs(), cut)
+    return eta / torch.fmax(div * lam.abs(), torch.tensor(cut, dtype=lam.dtype, device=lam.device))
 
 
 def saddle_free_step(
     h: Tensor | tuple[Tensor, Tensor], m: Tensor, *, eta: float, div: float, cut: float
 ) -> Tensor:
-    """The saddle-free OGR step ``Δ = Q diag(f(λ)) Qᵀ m`` (R1 notebooks, P2 Fig. 1; §2.3); use ``θ ← θ − Δ``.
+    """The saddle-free OGR step ``Δ = Q diag(f(λ)) Qᵀ m``; use ``θ ← θ − Δ``.
 
-    ``h`` is the symmetric ``(D, D)`` estimate (``eigh`` reads its lower triangle; O(D^3)) or its eigenpairs
-    ``(λ, Q)`` (then O(D^2)). ``m`` is the momentum (or the raw gradient for R2's γ = 0). With
-    ``H = diag(1, −1)`` and ``η = div = 1`` the step from ``(x, y)`` with ``m = ∇f`` lands at ``(0, 2y)``,
-    where Newton lands on the saddle ``(0, 0)``. :func:`saddle_free_rates` gives ``f`` and the argument rules.
+    With ``H = diag(1, −1)`` and ``η = div = 1`` the step from ``(x, y)`` with ``m = ∇f`` lands at
+    ``(0, 2y)``, where Newton lands on the saddle ``(0, 0)``.
+
+    Args:
+        h: the symmetric ``(D, D)`` estimate (``eigh`` reads its lower triangle; O(D^3)) or its eigenpairs
+            ``(λ, Q)`` (then O(D^2)).
+        m: the momentum (or the raw gradient), ``(D,)``.
+        eta: as :func:`saddle_free_rates`.
+        div: as :func:`saddle_free_rates`.
+        cut: as :func:`saddle_free_rates`.
+
+    Returns:
+        ``Δ``, ``(D,)``.
+
+    Raises:
+        ValueError: wrong shapes or arguments out of range.
+
+    References:
+        J. Duda, arXiv:1901.11457, Fig. 1; ``docs/algorithms/ogr.md`` ("Step").
     """
     if isinstance(h, tuple):
         lam, q = h
@@ -279,7 +378,7 @@ def saddle_free_step(
             raise ValueError(
                 f"h must be a square (D, D) matrix or a tuple (eigvals, eigvecs), got {tuple(h.shape)}"
             )
-        lam, q = torch.linalg.eigh(h)  # reads the lower triangle
+        lam, q = symmetric_eigh(h)
     if m.shape != lam.shape:
         raise ValueError(
             f"m must have shape {tuple(lam.shape)} (one entry per eigenvalue), got {tuple(m.shape)}"
@@ -288,18 +387,199 @@ def saddle_free_step(
 
 
 def diagonal_saddle_free_step(lam: Tensor, m: Tensor, *, eta: float, div: float, cut: float) -> Tensor:
-    """Coordinate-wise saddle-free step ``Δ_i = η m_i / max(div·|λ_i|, cut)`` (dOGR, R1; §3.1), O(D)."""
+    """Coordinate-wise saddle-free step ``Δ_i = η m_i / max(div·|λ_i|, cut)`` (the dOGR step map).
+
+    Args:
+        lam: per-coordinate curvature.
+        m: momentum, shaped like ``lam``.
+        eta: as :func:`saddle_free_rates`.
+        div: as :func:`saddle_free_rates`.
+        cut: as :func:`saddle_free_rates`.
+
+    Returns:
+        ``Δ``; use ``θ ← θ − Δ``. Cost O(D).
+
+    Raises:
+        ValueError: ``m`` not shaped like ``lam``, or arguments out of range.
+    """
     if m.shape != lam.shape:
         raise ValueError(f"m must have the shape of lam {tuple(lam.shape)}, got {tuple(m.shape)}")
     return saddle_free_rates(lam, eta=eta, div=div, cut=cut) * m
 
 
-class _RegressionEstimator:
-    """Shared state handling: EMA means, prior weight, sample count, input checks, ``state_dict``."""
+def clip_to_norm(step: Tensor, max_norm: float | None) -> Tensor:
+    """``step`` scaled to Euclidean norm at most ``max_norm`` (unchanged for None); sync-free.
+
+    Args:
+        step: any tensor.
+        max_norm: the bound (> 0), or None.
+
+    Returns:
+        The scaled step.
+    """
+    if max_norm is None:
+        return step
+    norm = torch.linalg.vector_norm(step)
+    return step * torch.clamp(max_norm / norm.clamp_min(torch.finfo(norm.dtype).tiny), max=1.0)
+
+
+# --------------------------------------------------------------------------------------- full OGR state
+def ogr_initial_state(
+    dim: int, *, sigma0: float, corr1: bool, dtype: torch.dtype, device: torch.device | str | None = None
+) -> dict[str, Tensor]:
+    """The state of full OGR before any observation.
+
+    Args:
+        dim: D.
+        sigma0: prior variance ``s0`` (the initial ``prior_weight``).
+        corr1: keep ``grad_cov`` (the "c" form) instead of ``cross``.
+        dtype: of the state.
+        device: of the state.
+
+    Returns:
+        ``{"theta_mean", "g_mean": (D,), "sigma", "cross" or "grad_cov": (D, D), "prior_weight": 0-dim,
+        "count": 0-dim int64}``, all zero except ``prior_weight = sigma0``.
+    """
+    kw = {"dtype": dtype, "device": device}
+    stat = "grad_cov" if corr1 else "cross"
+    return {
+        "theta_mean": torch.zeros(dim, **kw),
+        "g_mean": torch.zeros(dim, **kw),
+        "sigma": torch.zeros(dim, dim, **kw),
+        stat: torch.zeros(dim, dim, **kw),
+        "prior_weight": torch.tensor(float(sigma0), **kw),
+        "count": torch.zeros((), dtype=torch.int64, device=device),
+    }
+
+
+def first_means(
+    state: Mapping[str, Tensor], theta: Tensor, g: Tensor, mean_init: str
+) -> tuple[Tensor, Tensor]:
+    """The means an observation starts from: the observation itself before the first one with ``"first"``.
+
+    Args:
+        state: holds ``theta_mean``, ``g_mean`` and the int64 ``count``.
+        theta: the observed position.
+        g: the observed gradient.
+        mean_init: ``"zero"`` (the stored means) or ``"first"``.
+
+    Returns:
+        ``(θ̄, ḡ)`` to update. Sync-free (``torch.where`` on ``count == 0``).
+    """
+    if mean_init == "zero":
+        return state["theta_mean"], state["g_mean"]
+    first = state["count"] == 0
+    return torch.where(first, theta, state["theta_mean"]), torch.where(first, g, state["g_mean"])
+
+
+def ogr_observe(
+    state: Mapping[str, Tensor], theta: Tensor, g: Tensor, *, beta: float, mean_init: str
+) -> dict[str, Tensor]:
+    """Full OGR's state after one observation ``(θ, g)`` (new tensors; ``state`` is not modified).
+
+    :func:`ema_update_statistics` from the means of :func:`first_means`; the prior weight decays by
+    ``β`` and ``count`` grows by one.
+
+    Args:
+        state: from :func:`ogr_initial_state` or a previous call.
+        theta: the observed position, ``(D,)``.
+        g: the observed gradient, ``(D,)``.
+        beta: EMA weight of the old values.
+        mean_init: ``"zero"`` or ``"first"``.
+
+    Returns:
+        The new state (same keys).
+    """
+    tm, gm = first_means(state, theta, g, mean_init)
+    stats = ema_update_statistics(
+        theta, g, tm, gm, beta, sigma=state["sigma"], cross=state.get("cross"), grad_cov=state.get("grad_cov")
+    )
+    new = {"theta_mean": stats.theta_mean, "g_mean": stats.g_mean, "sigma": stats.sigma}
+    new.update({"cross": stats.cross} if "cross" in state else {"grad_cov": stats.grad_cov})
+    new["prior_weight"] = state["prior_weight"] * beta
+    new["count"] = state["count"] + 1
+    return new
+
+
+def _corr1_prior(h_prior: Tensor) -> tuple[Scalar | Tensor, Tensor]:
+    """The "c" form's prior: target ``|H_prior|`` (sign-free) and ``Σ_g``'s prior ``H_prior²``."""
+    d = None if h_prior.dim() == 0 else h_prior.shape[0]
+    if d is None:
+        return abs(float(h_prior)), h_prior.square()
+    lam, q = symmetric_eigh(h_prior)
+    return (q * lam.abs()) @ q.mT, h_prior @ h_prior
+
+
+def ogr_hessian(
+    state: Mapping[str, Tensor],
+    *,
+    h_prior: float | Tensor,
+    ridge_rel: float,
+    ridge_abs: float,
+) -> Tensor:
+    """The symmetric ``(D, D)`` estimate ``H`` of full OGR's state, with its prior and ridge floor.
+
+    The regression form solves :func:`symmetric_lstsq_hessian` on ``(Σ, C)`` with weight
+    ``prior_weight + δ`` towards ``H_prior`` (``δ`` from :func:`ridge_floor`). The "c" form (a state with
+    ``grad_cov``) replaces ``C + Cᵀ`` by ``S_θ S_g + S_g S_θ`` with ``S_θ = (Σ + wI)^{1/2}`` and
+    ``S_g = (Σ_g + w H_prior²)^{1/2}``, and pulls towards ``|H_prior|``.
+
+    Args:
+        state: from :func:`ogr_observe`.
+        h_prior: a float (``h·I``) or a symmetric ``(D, D)`` tensor.
+        ridge_rel: the floor's ``δ_rel``.
+        ridge_abs: the floor's ``δ_abs``.
+
+    Returns:
+        ``H``: finite for finite state, also when ``Σ`` is rank-deficient. Cost: one ``eigh`` (three for
+        the "c" form).
+    """
+    sigma, w = state["sigma"], state["prior_weight"]
+    ridge = ridge_floor(sigma, ridge_rel=ridge_rel, ridge_abs=ridge_abs, prior_weight=w)
+    if "cross" in state:
+        return symmetric_lstsq_hessian(sigma, state["cross"], prior_weight=w, h_prior=h_prior, ridge=ridge)
+    h = torch.as_tensor(h_prior, dtype=sigma.dtype, device=sigma.device)
+    target, prior_gcov = _corr1_prior(h)
+    eye = torch.eye(sigma.shape[0], dtype=sigma.dtype, device=sigma.device)
+    s_theta, l, o = _psd_sqrt(sigma + w * eye)
+    s_g, _, _ = _psd_sqrt(state["grad_cov"] + w * (prior_gcov * eye if prior_gcov.dim() == 0 else prior_gcov))
+    return symmetric_lstsq_hessian((l, o), s_theta @ s_g, h_prior=target, ridge=ridge)
+
+
+# --------------------------------------------------------------------------------------- estimator classes
+class RegressionEstimatorBase:
+    """Shared state handling of the OGR estimators: validation, observation, masking, ``state_dict``.
+
+    Subclasses set ``_stat_names`` and the statistics' attributes and implement ``_observe``.
+
+    Args:
+        dim: D, the number of (flattened) parameters.
+        beta: EMA weight of the old statistics, in [0, 1).
+        sigma0: prior variance ``s0`` (>= 0, finite).
+        mean_init: ``"zero"`` or ``"first"``.
+        ridge_rel: ridge-floor ``δ_rel`` (>= 0); None = :func:`default_ridge` of ``dtype``.
+        ridge_abs: ridge-floor ``δ_abs`` (>= 0); None = :func:`default_ridge` of ``dtype``.
+        dtype: floating-point dtype of the state (default: torch's default dtype).
+        device: device of the state (default CPU).
+
+    Raises:
+        ValueError, TypeError: an argument out of range or of the wrong type, naming it.
+    """
 
     _stat_names: tuple[str, ...]
 
-    def __init__(self, dim, beta, sigma0, mean_init, ridge_rel, ridge_abs, dtype, device) -> None:
+    def __init__(
+        self,
+        dim: int,
+        beta: float,
+        sigma0: float,
+        mean_init: str,
+        ridge_rel: float | None,
+        ridge_abs: float | None,
+        dtype: torch.dtype | None,
+        device: torch.device | str | None,
+    ) -> None:
+        """Validate the arguments and set up the state (see the class docstring)."""
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
             raise ValueError(f"dim must be a positive int, got {dim!r}")
         self.beta = _check_beta(beta)
@@ -311,8 +591,8 @@ class _RegressionEstimator:
             raise ValueError(
                 f"sigma0 (prior variance s0, Σ0 = s0·I) must be a finite float >= 0, got {sigma0!r}"
             )
-        if mean_init not in ("first", "zero"):
-            raise ValueError(f'mean_init must be "first" or "zero", got {mean_init!r}')
+        if mean_init not in MEAN_INITS:
+            raise ValueError(f'mean_init must be "zero" or "first", got {mean_init!r}')
         self.dtype = torch.get_default_dtype() if dtype is None else dtype
         if not self.dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating-point dtype, got {self.dtype}")
@@ -328,7 +608,6 @@ class _RegressionEstimator:
         self.g_mean = torch.zeros(dim, **kw)
         self.prior_weight = torch.tensor(self.sigma0, **kw)
         self.count = torch.zeros((), dtype=torch.int64, device=self.device)
-        self._started = False  # True once count > 0 is known on the host
 
     def _check_input(self, x: Tensor, name: str) -> Tensor:
         if not isinstance(x, Tensor):
@@ -339,56 +618,53 @@ class _RegressionEstimator:
             raise ValueError(f"{name} has dtype {x.dtype}; the estimator was built with dtype={self.dtype}")
         return x.detach()
 
+    def _observe(self, theta: Tensor, g: Tensor, theta_mean: Tensor, g_mean: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
     @torch.no_grad()
     def update(self, theta: Tensor, g: Tensor, *, mask: Tensor | None = None) -> None:
-        """Add one observation (position ``theta``, gradient ``g``; flat) with the §2.1 update.
+        """Add one observation (position ``theta``, gradient ``g``; flat): means first, then the statistics.
 
-        With ``mean_init="first"`` (hessopt default, §8.3b) the means start at the first sample; ``"zero"``
-        reproduces R1/R2 (a phantom observation θ = 0, g = 0 that decays like the prior). The prior weight
-        ``s0·β^t`` decays by ``β`` at every update.
+        The prior weight ``s0·β^t`` decays by ``β`` at every update. No host-device synchronisation.
 
-        ``mask``: an optional 0-dim bool tensor; where it is False the whole state is left unchanged. This is
-        the sync-free way to skip an observation (e.g. ``mask = torch.isfinite(g).all()``: a non-finite input
-        never enters the state, since ``torch.where`` does not propagate the unselected branch). Without a
-        mask the input must be finite. No host-device synchronisation; O(D^2) full, O(D) diagonal.
+        Args:
+            theta: the observed position, ``(D,)`` of the estimator's dtype.
+            g: the observed gradient, ``(D,)`` of the estimator's dtype.
+            mask: an optional 0-dim bool tensor; where it is False the whole state is left unchanged (the
+                sync-free way to skip an observation, e.g. ``mask = torch.isfinite(g).all()``). Without a
+                mask the input must be finite.
+
+        Raises:
+            TypeError, ValueError: inputs of the wrong type, shape or dtype.
         """
         theta, g = self._check_input(theta, "theta"), self._check_input(g, "g")
         if mask is not None and (not isinstance(mask, Tensor) or mask.dim() != 0 or mask.dtype != torch.bool):
             raise TypeError("mask must be a 0-dim bool tensor (or None)")
-        theta_mean, g_mean = self.theta_mean, self.g_mean
-        if self.mean_init == "first" and not self._started:
-            first = self.count == 0
-            theta_mean, g_mean = torch.where(first, theta, theta_mean), torch.where(first, g, g_mean)
-        stats = ema_update_statistics(theta, g, theta_mean, g_mean, self.beta, **self._stats())
-        new = {
-            "theta_mean": stats.theta_mean,
-            "g_mean": stats.g_mean,
-            **{name: getattr(stats, name) for name in self._stat_names},
-            "prior_weight": self.prior_weight * self.beta,
-            "count": self.count + 1,
-        }
+        tm, gm = first_means(self._state(), theta, g, self.mean_init)
+        new = self._observe(theta, g, tm, gm)
+        new["prior_weight"] = self.prior_weight * self.beta
+        new["count"] = self.count + 1
         for name, value in new.items():
             setattr(self, name, value if mask is None else torch.where(mask, value, getattr(self, name)))
-        # host-side knowledge that count > 0 (a masked update may not have counted), to skip the first-sample
-        # selection without reading count back from the device
-        self._started = self._started or mask is None
 
-    def _stats(self) -> dict[str, Tensor]:
-        return {name: getattr(self, name) for name in self._stat_names}
-
-    def _ridge(self) -> Tensor:
-        return ridge_floor(
-            self.sigma, ridge_rel=self.ridge_rel, ridge_abs=self.ridge_abs, prior_weight=self.prior_weight
-        )
+    def _state(self) -> dict[str, Tensor]:
+        names = ("theta_mean", "g_mean", *self._stat_names, "prior_weight", "count")
+        return {n: getattr(self, n) for n in names}
 
     def state_dict(self) -> dict[str, Tensor]:
         """All state as tensors (clones): the means, the statistics, ``prior_weight`` and ``count``."""
-        names = ("theta_mean", "g_mean", *self._stat_names, "prior_weight", "count")
-        return {n: getattr(self, n).clone() for n in names}
+        return {n: v.clone() for n, v in self._state().items()}
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
-        """Restore a :meth:`state_dict` (same construction arguments); shapes and keys are checked."""
-        own = self.state_dict()
+        """Restore a :meth:`state_dict` of an estimator with the same construction arguments.
+
+        Args:
+            state: from :meth:`state_dict`.
+
+        Raises:
+            ValueError: other keys or shapes, naming them.
+        """
+        own = self._state()
         if set(state) != set(own):
             raise ValueError(f"state keys must be {sorted(own)}, got {sorted(state)}")
         for name, ref in own.items():
@@ -397,34 +673,36 @@ class _RegressionEstimator:
                     f"state[{name!r}] must have shape {tuple(ref.shape)}, got {tuple(state[name].shape)}"
                 )
             setattr(self, name, state[name].detach().to(dtype=ref.dtype, device=self.device).clone())
-        self._started = bool(self.count > 0)
 
 
-class OnlineGradientRegression(_RegressionEstimator):
-    """Full OGR (fOGR): online symmetric least-squares Hessian of the gradient stream (P1, P2 Fig. 1; §2).
+class OnlineGradientRegression(RegressionEstimatorBase):
+    """Full OGR (fOGR): online symmetric least-squares Hessian of the gradient stream.
 
     State (O(D^2) memory): ``theta_mean``, ``g_mean``, the data parts of ``sigma`` = Cov(θ) and ``cross`` =
-    Cov(g, θ) (or ``grad_cov`` = Cov(g) for ``corr1=True``), ``prior_weight`` = ``s0·β^t`` and ``count``. The
-    notebooks' prior ``Σ0 = s0·I``, ``C0 = s0·H_prior`` is carried by ``prior_weight`` (§2.2: a decaying ridge
-    towards ``H_prior``); on top, :meth:`hessian` adds the non-decaying floor
-    ``δ = max(δ_rel·tr(Σ)/D, δ_abs)`` (§8.1; the mean over coordinates that moved) towards the same
-    ``H_prior``.
+    Cov(g, θ) (or ``grad_cov`` = Cov(g) for ``corr1=True``), ``prior_weight`` = ``s0·β^t`` and ``count``:
+    the state of :func:`ogr_initial_state`, updated by :func:`ogr_observe`; :meth:`hessian` is
+    :func:`ogr_hessian`.
 
     Args:
         dim: D, the number of (flattened) parameters.
-        beta: EMA weight of the old statistics. Default 0.5 = Duda's fOGR (R1 ``SGD-ORG basic.nb``, D: 0.5).
-        sigma0: prior variance ``s0`` (``Σ0 = s0·I``); default 1 (R1). 0 disables the prior.
-        h_prior: prior Hessian, scalar (``h·I``) or symmetric ``(D, D)``; default 0 (R1; R2 uses I). Kept
-            as given (0-dim or ``(D, D)``) in the attribute ``h_prior``.
-        mean_init: ``"first"`` (default, §8.3b) or ``"zero"`` (R1/R2).
-        ridge_rel, ridge_abs: ridge-floor constants; ``None`` = :func:`default_ridge` of ``dtype``.
-        corr1: the "c" form cfOGR (§3.2, R1 ``cOGR variants.nb``): ``C + Cᵀ`` is replaced by
-            ``Σ^{1/2}Σ_g^{1/2} + Σ_g^{1/2}Σ^{1/2}``, with prior ``Σ_g0 = s0·H_prior²``. The curvature SIGN IS
-            LOST (``H`` is PSD: no saddle repulsion) and gradient noise reads as curvature; see
-            :func:`corr1_cross_covariance`.
-        dtype, device: of the state (default: torch's default dtype, CPU); inputs must match the dtype.
+        beta: EMA weight of the old statistics. Default 0.5 = Duda's fOGR (his 0.5 converted).
+        sigma0: prior variance ``s0`` (``Σ0 = s0·I``); default 1. 0 disables the prior.
+        h_prior: prior Hessian, scalar (``h·I``) or symmetric ``(D, D)``; default 0 (Duda; the 2025
+            comparison code uses I). Finite.
+        mean_init: ``"zero"`` (default, Duda's code: the means start at 0) or ``"first"`` (they start at
+            the first observation); docs/algorithms/ogr.md compares them.
+        ridge_rel: ridge-floor ``δ_rel``; None = :func:`default_ridge` of ``dtype``.
+        ridge_abs: ridge-floor ``δ_abs``; None = :func:`default_ridge` of ``dtype``.
+        corr1: the "c" form cfOGR (arXiv:1901.11457, Fig. 7); see :func:`corr1_cross_covariance`. The
+            curvature SIGN IS LOST (``H`` is PSD) and gradient noise reads as curvature.
+        dtype: of the state (default: torch's default dtype); inputs must match it.
+        device: of the state (default CPU).
 
-    Cost: :meth:`update` O(D^2); :meth:`hessian` one ``eigh`` O(D^3) (three with ``corr1``).
+    Raises:
+        ValueError, TypeError: an argument out of range or of the wrong type, naming it.
+
+    References:
+        J. Duda, arXiv:1901.11457, Fig. 1; Przybysz et al., arXiv:2512.06969; ``docs/algorithms/ogr.md``.
     """
 
     def __init__(
@@ -434,13 +712,14 @@ class OnlineGradientRegression(_RegressionEstimator):
         beta: float = 0.5,
         sigma0: float = 1.0,
         h_prior: float | Tensor = 0.0,
-        mean_init: str = "first",
+        mean_init: str = "zero",
         ridge_rel: float | None = None,
         ridge_abs: float | None = None,
         corr1: bool = False,
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> None:
+        """Validate the arguments and set up the state (see the class docstring)."""
         super().__init__(dim, beta, sigma0, mean_init, ridge_rel, ridge_abs, dtype, device)
         kw = {"dtype": self.dtype, "device": self.device}
         h = torch.as_tensor(h_prior, **kw).clone()
@@ -448,131 +727,70 @@ class OnlineGradientRegression(_RegressionEstimator):
             raise ValueError(
                 f"h_prior must be a scalar or a ({dim}, {dim}) matrix, got shape {tuple(h.shape)}"
             )
+        if not bool(torch.isfinite(h).all()):
+            raise ValueError("h_prior must be finite")
         if h.dim() == 2:
             if not torch.allclose(h, h.mT, rtol=1e-6, atol=1e-12):
                 raise ValueError("h_prior must be symmetric; pass (A + A.T) / 2")
             h = 0.5 * (h + h.mT)
         self.corr1 = bool(corr1)
         self.h_prior = h  # 0-dim (h·I) or (D, D)
-        if not self.corr1:
-            self._target = float(h) if h.dim() == 0 else h  # a Python scalar lets the solve skip the prior
-        elif h.dim() == 0:
-            self._target, self._prior_gcov = abs(float(h)), h.square() * torch.eye(dim, **kw)
-        else:
-            lam, q = torch.linalg.eigh(h)
-            self._target = (q * lam.abs()) @ q.mT  # |H_prior|: the c-form's (sign-free) prior curvature
-            self._prior_gcov = h @ h
         self._stat_names = ("sigma", "grad_cov") if self.corr1 else ("sigma", "cross")
-        self.sigma = torch.zeros(dim, dim, **kw)
-        self.cross = None if self.corr1 else torch.zeros(dim, dim, **kw)
-        self.grad_cov = torch.zeros(dim, dim, **kw) if self.corr1 else None
+        init = ogr_initial_state(
+            dim, sigma0=self.sigma0, corr1=self.corr1, dtype=self.dtype, device=self.device
+        )
+        self.sigma = init["sigma"]
+        self.cross = init.get("cross")
+        self.grad_cov = init.get("grad_cov")
+
+    def _observe(self, theta: Tensor, g: Tensor, theta_mean: Tensor, g_mean: Tensor) -> dict[str, Any]:
+        stats = ema_update_statistics(
+            theta,
+            g,
+            theta_mean,
+            g_mean,
+            self.beta,
+            sigma=self.sigma,
+            cross=self.cross,
+            grad_cov=self.grad_cov,
+        )
+        return {
+            "theta_mean": stats.theta_mean,
+            "g_mean": stats.g_mean,
+            **{n: getattr(stats, n) for n in self._stat_names},
+        }
 
     @torch.no_grad()
     def hessian(self) -> Tensor:
-        """The symmetric ``(D, D)`` estimate ``H`` (:func:`symmetric_lstsq_hessian` with prior and floor).
+        """The symmetric ``(D, D)`` estimate ``H`` (:func:`ogr_hessian`).
 
-        Finite for finite input, also when ``Σ`` is rank-deficient (directions that never move stay at
-        ``H_prior``). Near-zero curvature is not cut here; the step map's ``cut`` bounds the step.
+        Returns:
+            ``H``; finite for finite input, also when ``Σ`` is rank-deficient (directions that never move
+            stay at ``H_prior``). Near-zero curvature is not cut here; the step map's ``cut`` bounds steps.
         """
-        if not self.corr1:
-            return symmetric_lstsq_hessian(
-                self.sigma,
-                self.cross,
-                prior_weight=self.prior_weight,
-                h_prior=self._target,
-                ridge=self._ridge(),
-            )
-        w = self.prior_weight
-        s_theta, l, o = _psd_sqrt(self.sigma + w * torch.eye(self.dim, dtype=self.dtype, device=self.device))
-        s_g, _, _ = _psd_sqrt(self.grad_cov + w * self._prior_gcov)
-        return symmetric_lstsq_hessian((l, o), s_theta @ s_g, h_prior=self._target, ridge=self._ridge())
+        h = float(self.h_prior) if self.h_prior.dim() == 0 else self.h_prior
+        return ogr_hessian(self._state(), h_prior=h, ridge_rel=self.ridge_rel, ridge_abs=self.ridge_abs)
 
     @torch.no_grad()
     def zero_gradient_point(self, hessian: Tensor | None = None) -> Tensor:
-        """The modelled zero-gradient point ``p = θ̄ − H⁺ ḡ`` (§2.2 iii); pass ``hessian`` to reuse one.
+        """The modelled zero-gradient point ``p = θ̄ − H⁺ ḡ``.
 
-        ``p`` is defined only where ``H`` is invertible; ``H⁺`` is the pseudo-inverse (``torch.linalg.pinv``,
-        hermitian, default cutoff ``D·eps`` relative to the largest ``|λ|``), so along (near-)zero curvature
-        the point is taken at the mean ``θ̄``. Not used by the OGR step (which never jumps to ``p``). O(D^3).
+        Args:
+            hessian: an estimate to reuse (default: :meth:`hessian`).
+
+        Returns:
+            ``p``, defined only where ``H`` is invertible: ``H⁺`` is the pseudo-inverse
+            (``torch.linalg.pinv``, hermitian), so along (near-)zero curvature the point is taken at the
+            mean ``θ̄``. The OGR step never jumps to ``p``. O(D^3).
         """
         h = self.hessian() if hessian is None else hessian
         return self.theta_mean - torch.linalg.pinv(h, hermitian=True) @ self.g_mean
 
 
-class DiagonalGradientRegression(_RegressionEstimator):
-    """Coordinate-wise OGR (dOGR): ``λ_i = cov(g_i, θ_i) / var(θ_i)`` (R1 ``dsOGR.nb``, P2 Fig. 4; §3.1).
+def __getattr__(name: str) -> Any:
+    # DiagonalGradientRegression lives in hessopt.curvature.diagonal (which imports this module)
+    if name == "DiagonalGradientRegression":
+        from hessopt.curvature.diagonal import DiagonalGradientRegression
 
-    "Requires updating 4 (m = mg) or here 5 size D vectors" (P2 Fig. 4): ``theta_mean``, ``g_mean``, ``sigma``
-    (``s``, var θ), ``cross`` (``c``, cov(g, θ)) or ``grad_cov`` (``v``, var g) for ``corr1``, plus the
-    scalars ``prior_weight`` and ``count``. Initial values as R1: ``s = s0 = 1`` (as ``prior_weight``),
-    ``c = 0`` (``c0 = s0·h_prior``). ``λ_i`` equals ``H_ii`` exactly on separable functions or when the
-    coordinates move uncorrelated; otherwise it absorbs ``Σ_j H_ij cov(θ_j, θ_i)/var(θ_i)``. The sign is
-    kept (saddle-free per coordinate). With prior weight ``w`` and floor ``δ`` (:func:`ridge_floor` over all
-    coordinates, as the full form): ``λ_i = (c_i + (w+δ) h_i) / (s_i + w + δ)``, i.e. the 1-D case of
-    :func:`symmetric_lstsq_hessian`.
-
-    ``corr1=True`` is the "c" form idOGR/cdOGR (R1 ``dsOGR.nb``, ``cdOGR minimalistic.nb``; §3.2):
-    ``λ_i = sqrt(v_i / s_i)`` (with prior and floor: ``(sqrt((s_i+w)(v_i+w h_i²)) + δ|h_i|)/(s_i+w+δ)``). The
-    curvature SIGN IS LOST (λ >= 0: no saddle repulsion) and gradient NOISE READS AS CURVATURE (noise alone
-    makes v, hence λ, large: a noise-adaptive learning rate, P3).
-
-    Args: as :class:`OnlineGradientRegression`, with ``h_prior`` a scalar or a ``(D,)`` vector and default
-    ``beta = 0.4`` (Duda's dOGR tuning, R1 ``dsOGR.nb``, D: 0.6). Cost O(D) per call, no ``eigh``, sync-free.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        *,
-        beta: float = 0.4,
-        sigma0: float = 1.0,
-        h_prior: float | Tensor = 0.0,
-        mean_init: str = "first",
-        ridge_rel: float | None = None,
-        ridge_abs: float | None = None,
-        corr1: bool = False,
-        dtype: torch.dtype | None = None,
-        device: torch.device | str | None = None,
-    ) -> None:
-        super().__init__(dim, beta, sigma0, mean_init, ridge_rel, ridge_abs, dtype, device)
-        kw = {"dtype": self.dtype, "device": self.device}
-        h = torch.as_tensor(h_prior, **kw)
-        if h.dim() == 0:
-            h = h.expand(dim).clone()
-        if h.shape != (dim,):
-            raise ValueError(f"h_prior must be a scalar or a ({dim},) vector, got shape {tuple(h.shape)}")
-        self.h_prior = h
-        self.corr1 = bool(corr1)
-        self._stat_names = ("sigma", "grad_cov") if self.corr1 else ("sigma", "cross")
-        self.sigma = torch.zeros(dim, **kw)
-        self.cross = None if self.corr1 else torch.zeros(dim, **kw)
-        self.grad_cov = torch.zeros(dim, **kw) if self.corr1 else None
-
-    @torch.no_grad()
-    def diagonal(self) -> Tensor:
-        """The ``(D,)`` curvature estimates ``λ_i``; finite for finite input (zero denominator: the prior)."""
-        w, delta = self.prior_weight, self._ridge()
-        s = self.sigma.clamp_min(0) + w
-        den = s + delta
-        if self.corr1:
-            num = (
-                s * (self.grad_cov.clamp_min(0) + w * self.h_prior.square())
-            ).sqrt() + delta * self.h_prior.abs()
-            target = self.h_prior.abs()
-        else:
-            num = self.cross + (w + delta) * self.h_prior
-            target = self.h_prior
-        ok = den > 0
-        return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), target)
-
-    @torch.no_grad()
-    def zero_gradient_point(self, diagonal: Tensor | None = None) -> Tensor:
-        """Per-coordinate zero-gradient point ``p_i = θ̄_i − ḡ_i/λ_i`` (§3.3 in each coordinate).
-
-        Defined only where ``λ_i ≠ 0``; as a pseudo-inverse, ``p_i = θ̄_i`` where ``λ_i = 0`` or where
-        ``ḡ_i/λ_i`` overflows. Pass ``diagonal`` to reuse an estimate. O(D).
-        """
-        lam = self.diagonal() if diagonal is None else diagonal
-        nz = lam != 0
-        q = self.g_mean / torch.where(nz, lam, torch.ones_like(lam))
-        return self.theta_mean - torch.where(nz & torch.isfinite(q), q, torch.zeros_like(q))
+        return DiagonalGradientRegression
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

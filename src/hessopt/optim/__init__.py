@@ -3,10 +3,12 @@
 - :class:`BFGS`: dense inverse-Hessian quasi-Newton (Sherman-Morrison update); three (D, D) matrices.
 - :class:`OGR`: online gradient-regression Hessian, saddle-free Newton step; about five (D, D) matrices.
 - :class:`DiagOGR`: coordinate-wise OGR, saddle-free per coordinate; five D-vectors.
+- :class:`SubspaceOGR`: OGR in a d-dimensional online-PCA subspace, diagonal OGR outside; (d + 5) D-vectors.
 """
 
 from .bfgs import BFGS
-from .diag_ogr import DiagOGR
+from .diag_ogr import DUDA_DOGR, DiagOGR
 from .ogr import OGR
+from .subspace_ogr import DUDA_SUBSPACE_OGR, SubspaceOGR
 
-__all__ = ["BFGS", "OGR", "DiagOGR"]
+__all__ = ["BFGS", "OGR", "DiagOGR", "SubspaceOGR", "DUDA_DOGR", "DUDA_SUBSPACE_OGR"]

@@ -8,8 +8,8 @@ This is the baseline of the BFGS-vs-OGR comparison (Przybysz, Kołek, Sobota, Du
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
 
 import torch
 
@@ -19,14 +19,15 @@ from hessopt.curvature.quasi_newton import CURVATURE_FAILURE_MODES, bfgs_inverse
 
 from .base import HessoptOptimizer
 from .checks import (
+    check_bool,
     check_choice,
     check_dense_memory,
     check_in_range,
     check_nonnegative,
     check_one_dtype_and_device,
-    check_positive,
     check_positive_int,
     check_wolfe_constants,
+    optional,
 )
 
 __all__ = ["BFGS", "LINE_SEARCHES", "INITIAL_SCALINGS"]
@@ -36,20 +37,6 @@ INITIAL_SCALINGS = ("nocedal_wright", "identity")
 
 # BFGS holds H and, during an update, two more (D, D) matrices: the memory check counts three.
 _MATRICES_AT_PEAK = 3
-
-_HYPERPARAMETERS = (
-    "lr",
-    "line_search",
-    "initial_scaling",
-    "curvature_failure",
-    "curvature_eps",
-    "c1",
-    "c2",
-    "max_line_search_evals",
-    "tolerance_grad",
-    "reuse_evaluation",
-    "nonfinite",
-)
 
 
 class BFGS(HessoptOptimizer):
@@ -70,9 +57,10 @@ class BFGS(HessoptOptimizer):
       ``reuse_evaluation=True``. ``.grad`` is left as computed at the last trial, which need not be the
       accepted point.
     * **Without a line search** (``line_search=None``) the step is ``theta <- theta - lr H g``: ``lr`` is
-      applied once (never ``lr^2``, the bug noted in ogr.md section 8.5). The closure may be omitted; the
-      gradients are then read from ``.grad``. The pair ``(s, y)`` is formed at the *next* call, from the
-      position and gradient stored at this one, and ``H`` is updated before the next direction is taken;
+      applied once (never ``lr^2``, a bug of the 2025 comparison code; docs/algorithms/bfgs.md). The
+      closure may be omitted; the gradients are then read from ``.grad``. The pair ``(s, y)`` is formed
+      at the *next* call, from the position and gradient stored at this one, and ``H`` is updated before
+      the next direction is taken;
       the ``H`` returned by :meth:`inverse_hessian` after a step is therefore the one that step used.
       This path reads nothing back to the host.
 
@@ -80,7 +68,10 @@ class BFGS(HessoptOptimizer):
         params: parameters or param groups. All must share one dtype (float32/float64) and device; the
             matrix couples all of them, so every hyper-parameter must be equal across groups.
         lr: with a line search, the first trial step ``alpha0`` (default 1, the quasi-Newton unit step,
-            NW section 3.5); without, the fixed step size.
+            NW section 3.5); without, the fixed step size. 0 is legal (what a scheduler may produce): the
+            step then evaluates the closure and moves nothing (with a line search no trial is made and ``H``
+            stays; without, the pair formed at the next call has ``s = 0`` and is skipped). ``lr`` must be
+            representable in the parameters' dtype.
         line_search: ``"strong_wolfe"`` (NW Alg. 3.5/3.6), ``"armijo"`` (backtracking, tau = 0.5; does not
             guarantee ``s^T y > 0``, so updates may be skipped), or None (fixed ``lr``).
         initial_scaling: ``"nocedal_wright"`` (default): before the first update, ``H0 = (s^T y / y^T y) I``
@@ -130,9 +121,36 @@ class BFGS(HessoptOptimizer):
     ``nonfinite_skips``; with ``line_search=None`` also ``x_prev``, ``g_prev`` (D,) and ``has_prev``
     (bool); with ``reuse_evaluation=True`` the cache described there.
 
+    Guarantees: a step whose new parameters would not be finite (an overflow of ``-lr H g``) is refused
+    and counted in ``nonfinite_skips`` (``nonfinite="raise"``: FloatingPointError); line-search trials
+    never accept a non-finite point, and an update that would make ``H`` non-finite is skipped.
+
     Cost per step: O(D^2) time for ``H g`` and the update, plus the closure evaluations; memory three
     (D, D) matrices at peak. For large D use hessopt's diagonal or subspace methods instead.
+
+    Raises:
+        TypeError, ValueError: an argument out of range or of the wrong type, naming it (also for groups
+            added later); parameters that do not share one floating dtype and device; D too large.
+
+    References:
+        J. Nocedal, S. J. Wright, *Numerical Optimization*, 2nd ed., Springer 2006, ch. 6;
+        ``docs/algorithms/bfgs.md``.
     """
+
+    hyperparameter_checks: ClassVar = {
+        "lr": check_nonnegative,
+        "line_search": lambda name, v: check_choice(name, v, LINE_SEARCHES),
+        "initial_scaling": lambda name, v: check_choice(name, v, INITIAL_SCALINGS),
+        "curvature_failure": lambda name, v: check_choice(name, v, CURVATURE_FAILURE_MODES),
+        "curvature_eps": optional(check_nonnegative),
+        "c1": lambda name, v: check_in_range(name, v, 0.0, 1.0),
+        "c2": lambda name, v: check_in_range(name, v, 0.0, 1.0),
+        "max_line_search_evals": check_positive_int,
+        "tolerance_grad": check_nonnegative,
+        "reuse_evaluation": check_bool,
+    }
+    uniform_hyperparameters: ClassVar = True
+    persistent_attributes: ClassVar = ("_memory_limits",)
 
     def __init__(
         self,
@@ -152,80 +170,66 @@ class BFGS(HessoptOptimizer):
         memory_limit_bytes: int | None = None,
         nonfinite: str = "skip",
     ) -> None:
-        defaults = self._validated(
-            lr=lr,
-            line_search=line_search,
-            initial_scaling=initial_scaling,
-            curvature_failure=curvature_failure,
-            curvature_eps=curvature_eps,
-            c1=c1,
-            c2=c2,
-            max_line_search_evals=max_line_search_evals,
-            tolerance_grad=tolerance_grad,
-            reuse_evaluation=reuse_evaluation,
-            nonfinite=nonfinite,
-        )
-        self._max_memory_fraction = check_in_range(
-            "max_memory_fraction", max_memory_fraction, 0.0, 1.0, high_open=False
-        )
-        self._memory_limit_bytes = (
-            None
+        """Validate the arguments and set up the state (see the class docstring)."""
+        self._memory_limits = {
+            "max_memory_fraction": check_in_range(
+                "max_memory_fraction", max_memory_fraction, 0.0, 1.0, high_open=False
+            ),
+            "memory_limit_bytes": None
             if memory_limit_bytes is None
-            else check_positive_int("memory_limit_bytes", memory_limit_bytes)
-        )
-        self._constructed = False
+            else check_positive_int("memory_limit_bytes", memory_limit_bytes),
+        }
+        defaults = {
+            "lr": lr,
+            "line_search": line_search,
+            "initial_scaling": initial_scaling,
+            "curvature_failure": curvature_failure,
+            "curvature_eps": curvature_eps,
+            "c1": c1,
+            "c2": c2,
+            "max_line_search_evals": max_line_search_evals,
+            "tolerance_grad": tolerance_grad,
+            "reuse_evaluation": reuse_evaluation,
+            "nonfinite": nonfinite,
+        }
         super().__init__(params, defaults)
-        self._check_parameters()
-        self._hyperparameters()
-        self._constructed = True
 
     # ----------------------------------------------------------------- validation
-    @staticmethod
-    def _validated(**hp: Any) -> dict[str, Any]:
-        out = dict(hp)
-        out["lr"] = check_positive("lr", hp["lr"])
-        check_choice("line_search", hp["line_search"], LINE_SEARCHES)
-        check_choice("initial_scaling", hp["initial_scaling"], INITIAL_SCALINGS)
-        check_choice("curvature_failure", hp["curvature_failure"], CURVATURE_FAILURE_MODES)
-        if hp["curvature_eps"] is not None:
-            out["curvature_eps"] = check_nonnegative("curvature_eps", hp["curvature_eps"])
-        out["c1"], out["c2"] = check_wolfe_constants(hp["c1"], hp["c2"])
-        out["max_line_search_evals"] = check_positive_int(
-            "max_line_search_evals", hp["max_line_search_evals"]
-        )
-        out["tolerance_grad"] = check_nonnegative("tolerance_grad", hp["tolerance_grad"])
-        if not isinstance(hp["reuse_evaluation"], bool):
-            raise TypeError(f"reuse_evaluation must be True or False, got {hp['reuse_evaluation']!r}")
-        return out
+    def check_group(self, group: Mapping[str, Any]) -> None:
+        """The base checks, ``c1 < c2``, one dtype and device over all groups, and the memory bound.
 
-    def _hyperparameters(self) -> dict[str, Any]:
-        """The hyper-parameters, checked equal across groups and valid (a scheduler may have changed lr)."""
-        hp = {name: self.uniform_hyperparameter(name) for name in _HYPERPARAMETERS}
-        return self._validated(**hp)
+        Args:
+            group: the param group being added or re-validated.
 
-    def _check_parameters(self) -> None:
-        params = self.parameters_in_order()
+        Raises:
+            TypeError, ValueError: naming the problem.
+        """
+        super().check_group(group)
+        check_wolfe_constants(group["c1"], group["c2"])
+        params = [p for g in self.param_groups for p in g["params"]]
+        params += [p for p in group["params"] if all(p is not q for q in params)]
         check_one_dtype_and_device(params, "BFGS")
-        check_dense_memory(
-            params,
-            matrices=_MATRICES_AT_PEAK,
-            who="BFGS",
-            max_memory_fraction=self._max_memory_fraction,
-            memory_limit_bytes=self._memory_limit_bytes,
-        )
+        check_dense_memory(params, matrices=_MATRICES_AT_PEAK, who="BFGS", **self._memory_limits)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group before the first step (the matrix has a fixed size once allocated)."""
-        if getattr(self, "_constructed", False) and "H" in self.flat_state():
+        """Add a group before the first step (the matrix has a fixed size once allocated).
+
+        Args:
+            param_group: as :meth:`torch.optim.Optimizer.add_param_group`.
+
+        Raises:
+            RuntimeError: after the first step.
+            TypeError, ValueError: an invalid group (not added).
+        """
+        if self.param_groups and "H" in self.flat_state():
             raise RuntimeError("BFGS cannot add parameters after its first step: its matrix has a fixed size")
         super().add_param_group(param_group)
-        if getattr(self, "_constructed", False):
-            try:
-                self._check_parameters()
-                self._hyperparameters()
-            except (TypeError, ValueError):
-                self.param_groups.pop()
-                raise
+
+    def flat_state_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shapes of the flat-state slot's tensors (over D parameters)."""
+        d = flat.numel(self.parameters_in_order())
+        vectors = ("x_prev", "g_prev", "x_last", "g_last", "mask_last")
+        return {"H": (d, d), **{k: (d,) for k in vectors}}
 
     # ----------------------------------------------------------------- state
     def _state(self) -> dict[str, Any]:
@@ -244,7 +248,8 @@ class BFGS(HessoptOptimizer):
     def inverse_hessian(self) -> torch.Tensor:
         """A copy of the current (D, D) inverse-Hessian approximation, in ``param_groups`` order.
 
-        Before the first step this is the identity that the first step uses.
+        Returns:
+            ``H``; before the first step the identity that the first step uses.
         """
         return self._state()["H"].clone()
 
@@ -282,13 +287,23 @@ class BFGS(HessoptOptimizer):
 
     # ----------------------------------------------------------------- step
     @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:  # type: ignore[override]
-        """One BFGS iteration; returns the closure's loss at the starting point (None without closure).
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """One BFGS iteration.
 
-        The closure follows ``torch.optim.LBFGS``'s convention: it zeroes the gradients, computes the loss,
-        calls ``backward()`` and returns the loss. It runs with gradients enabled.
+        Args:
+            closure: follows ``torch.optim.LBFGS``'s convention: it zeroes the gradients, computes the loss,
+                calls ``backward()`` and returns the loss. It runs with gradients enabled. Required with a
+                line search.
+
+        Returns:
+            The closure's loss at the starting point (None without a closure).
+
+        Raises:
+            ValueError: a line search without a closure.
+            TypeError: a line search whose closure returned None (``return loss`` forgotten).
+            FloatingPointError: ``nonfinite="raise"`` and a non-finite loss, gradient or step.
         """
-        hp = self._hyperparameters()
+        hp = self.hyperparameters()
         if hp["line_search"] is not None and closure is None:
             raise ValueError(
                 f"BFGS(line_search={hp['line_search']!r}).step needs a closure that re-evaluates the loss "
@@ -301,8 +316,7 @@ class BFGS(HessoptOptimizer):
         else:
             loss = None
             if closure is not None:
-                with torch.enable_grad():
-                    loss = closure()
+                loss = self.evaluate_closure(closure, need_loss=hp["line_search"] is not None)
             g, mask = self.flat_grad()
         evaluated = cached is None and closure is not None
         if hp["line_search"] is None:
@@ -349,9 +363,19 @@ class BFGS(HessoptOptimizer):
         d = torch.mv(st["H"], g).neg_()
         if mask is not None:
             d = d.masked_fill_(~mask, 0)
-        x_new = torch.where(active, torch.add(x, d, alpha=hp["lr"]), x)
-        flat.assign_flat(self.parameters_in_order(), x_new)
-        self.add_to_counter("n_iter", active)
+        x_new = torch.add(x, d, alpha=hp["lr"])
+        moved = active & torch.isfinite(x_new).all()  # an overflowing step (huge lr) is refused
+        overflow = active & ~moved
+        if self.uniform_hyperparameter("nonfinite") == "raise":
+            if bool(overflow):
+                raise FloatingPointError(
+                    "BFGS: the step -lr*H*g would make parameters non-finite (an overflow: lower lr); the "
+                    "parameters were left unchanged"
+                )
+        else:
+            self.add_to_counter("nonfinite_skips", overflow)
+        flat.assign_flat(self.parameters_in_order(), torch.where(moved, x_new, x))
+        self.add_to_counter("n_iter", moved)
 
     def _search_step(
         self,
@@ -370,8 +394,8 @@ class BFGS(HessoptOptimizer):
             return
         if evaluated:
             self.add_to_counter("evaluations")
-        if float(g.abs().amax()) <= hp["tolerance_grad"]:
-            return
+        if float(g.abs().amax()) <= hp["tolerance_grad"] or hp["lr"] == 0:
+            return  # lr = 0 (a scheduler's value): no trial step, nothing changes
         d = torch.mv(st["H"], g).neg_()
         if mask is not None:
             d = d.masked_fill_(~mask, 0)
@@ -388,8 +412,7 @@ class BFGS(HessoptOptimizer):
 
         def evaluate(z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             flat.assign_flat(params, z)
-            with torch.enable_grad():
-                trial_loss = closure()
+            trial_loss = self.evaluate_closure(closure, need_loss=True)
             if not isinstance(trial_loss, torch.Tensor):
                 trial_loss = torch.as_tensor(trial_loss, dtype=g.dtype, device=g.device)
             g_trial, mask_trial = self.flat_grad()
@@ -404,7 +427,14 @@ class BFGS(HessoptOptimizer):
             alpha0 *= min(1.0, 1.0 / float(torch.linalg.vector_norm(d)))
         if hp["line_search"] == "strong_wolfe":
             result = strong_wolfe(
-                phi, f0, dphi0, alpha0=alpha0, c1=hp["c1"], c2=hp["c2"], max_evals=hp["max_line_search_evals"]
+                phi,
+                f0,
+                dphi0,
+                alpha0=alpha0,
+                c1=hp["c1"],
+                c2=hp["c2"],
+                max_evals=hp["max_line_search_evals"],
+                alpha_max=torch.finfo(g.dtype).max,  # trial steps stay representable in the dtype
             )
         else:
             result = armijo(

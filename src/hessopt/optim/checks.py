@@ -1,5 +1,9 @@
-"""Argument checks shared by every hessopt optimizer: each returns the validated value or raises an error
-that names the argument, the value received and what is accepted."""
+"""Argument checks shared by every hessopt optimizer.
+
+Each returns the validated value or raises an error that names the argument, the value received and what
+is accepted. The per-hyper-parameter checks have the signature ``check(name, value) -> value`` so that an
+optimizer can declare them in :attr:`hessopt.optim.base.HessoptOptimizer.hyperparameter_checks`.
+"""
 
 from __future__ import annotations
 
@@ -15,17 +19,22 @@ from hessopt.curvature import flat
 
 __all__ = [
     "NONFINITE_POLICIES",
+    "check_bool",
     "check_choice",
     "check_cut",
     "check_dense_memory",
+    "check_finite_real",
     "check_in_range",
+    "check_lr_fits_dtype",
     "check_nonnegative",
     "check_one_dtype_and_device",
+    "check_params_real_floating",
     "check_positive",
     "check_positive_int",
     "check_unit_interval",
     "check_wolfe_constants",
     "device_memory_bytes",
+    "optional",
 ]
 
 NONFINITE_POLICIES = ("skip", "raise")
@@ -125,7 +134,6 @@ def check_one_dtype_and_device(params: Sequence[torch.Tensor], who: str) -> None
             )
 
 
-
 # --------------------------------------------------------------------- dense-matrix memory guard
 def device_memory_bytes(device: torch.device) -> int | None:
     """Memory a dense method may plan with: free memory on CUDA, physical memory on CPU, None if unknown."""
@@ -179,4 +187,58 @@ def check_dense_memory(
             f"({needed / 2**30:.2f} GiB) at peak, above the limit of {limit / 2**30:.2f} GiB set by "
             f"{source}. Use a method with O(D) memory instead (hessopt's DiagOGR), or raise the limit "
             "with memory_limit_bytes"
+        )
+
+
+# --------------------------------------------------------------------- values that may be None, flags, reals
+def check_bool(name: str, value: Any) -> bool:
+    """``value`` if it is True or False; else TypeError naming ``name``."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_finite_real(name: str, value: Any) -> float:
+    """``value`` as a finite float (any sign); nan and ±inf are refused with a ValueError naming ``name``."""
+    v = _real(name, value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return v
+
+
+def optional(check: Any) -> Any:
+    """A validator that accepts None and otherwise applies ``check(name, value)``."""
+
+    def check_or_none(name: str, value: Any) -> Any:
+        return None if value is None else check(name, value)
+
+    return check_or_none
+
+
+def check_params_real_floating(params: Sequence[torch.Tensor], who: str) -> None:
+    """Every parameter is a real floating-point tensor that holds data (not on the ``meta`` device).
+
+    Raises TypeError (integer, bool or complex dtype) or ValueError (meta device) naming the parameter's
+    position and what to do instead.
+    """
+    for i, p in enumerate(params):
+        if not p.dtype.is_floating_point or p.is_complex():
+            raise TypeError(
+                f"{who} needs real floating-point parameters (float16/bfloat16/float32/float64); parameter "
+                f"{i} has dtype {p.dtype}: convert the model, e.g. model.float()"
+            )
+        if p.device.type == "meta":
+            raise ValueError(
+                f"{who} cannot optimize parameter {i}: it is on the 'meta' device and holds no data; "
+                "materialise the model first (e.g. model.to_empty(device=...) and initialise it)"
+            )
+
+
+def check_lr_fits_dtype(lr: float, dtype: torch.dtype, who: str, *, name: str = "lr") -> None:
+    """``lr`` must be representable in the parameters' dtype (at most ``torch.finfo(dtype).max``)."""
+    limit = torch.finfo(dtype).max
+    if lr > limit:
+        raise ValueError(
+            f"{who}: {name}={lr!r} exceeds the largest {dtype} ({limit:.3g}), so the step cannot be computed "
+            f"in the parameters' dtype; use a smaller {name}"
         )

@@ -55,6 +55,7 @@ import torch
 from hessopt.bench.harness import workers as workers_mod
 from hessopt.bench.harness.stats import geometric_mean
 from hessopt.bench.methods import get_method
+from hessopt.optim import DUDA_DOGR, DUDA_SUBSPACE_OGR
 from hessopt.problems.functions import BenchmarkFunction, get_function
 
 __all__ = [
@@ -250,7 +251,42 @@ _DUDA_OGR = {
     "ridge_rel": 0.0,
     "ridge_abs": 0.0,
 }
-_MOMENTUM = {"2d": (0.017, 0.5), "3d": (0.004, 0.5)}  # Duda's (alpha, gamma) as coded in the notebooks
+_MOMENTUM = {"2d": (0.017, 0.5), "3d": (0.004, 0.5)}
+# the notebook's tuned subspace settings per d (SGD-sORG 3D subspace.nb), converted to hessopt's convention
+_SUBSPACE_TUNED = {
+    1: {"beta": 0.4, "gamma": 0.3, "rotation_rate": 0.1, "div": 1.5, "cut": 15.0},
+    2: {"beta": 0.4, "gamma": 0.1, "rotation_rate": 0.2, "div": 4.0, "cut": 20.0},
+}
+_SUBSPACE_TUNED_TEXT = {
+    d: ", ".join(f"{k} {v:g}" for k, v in cfg.items()) for d, cfg in _SUBSPACE_TUNED.items()
+}
+
+
+def _duda_subspace(d: int) -> dict[str, Any]:
+    """The notebook's subspace prototype for dimension ``d``, as SubspaceOGR settings."""
+    return {
+        "lr": 1.0,
+        "mean_init": "zero",
+        "ridge_rel": 0.0,
+        "ridge_abs": 0.0,
+        "max_coord_step": None,
+        **_SUBSPACE_TUNED[d],
+        "rank": d,
+        "rotation": "duda",
+        "qr": False,
+        "outside": "sgd",
+        "outside_scale": 0.0,
+    }
+
+
+def _dsogr(d: int) -> dict[str, Any]:
+    """Hessopt's dsOGR settings for dimension ``d`` (mix 0.3 for d = 1, 0.4 for d = 2, as the notebook)."""
+    return {
+        **DUDA_SUBSPACE_OGR,
+        "rank": d,
+        "mix": 0.3 if d == 1 else 0.4,
+    }  # Duda's (alpha, gamma) as coded in the notebooks
+
 
 METHODS: Mapping[str, LatticeMethod] = MappingProxyType(
     {
@@ -273,10 +309,33 @@ METHODS: Mapping[str, LatticeMethod] = MappingProxyType(
         "diag-ogr": LatticeMethod(
             "diag-ogr",
             "diag-ogr",
-            {"2d": {}, "3d": {}},
-            "DiagOGR with hessopt's defaults (notebook dsOGR.nb's dOGR tuning): beta 0.4, gamma 0.3, "
-            "eta 1, div 1.4, cut 5",
+            {"2d": dict(DUDA_DOGR), "3d": dict(DUDA_DOGR)},
+            "DiagOGR with Duda's dOGR settings (DUDA_DOGR; notebook dsOGR.nb's tuning): beta 0.4, gamma 0.3, "
+            "eta 1, div 1.4, cut 5, means from 0",
         ),
+        **{
+            f"subspace-d{d}": LatticeMethod(
+                f"subspace-d{d}",
+                "subspace-ogr",
+                {"2d": _duda_subspace(d), "3d": _duda_subspace(d)},
+                f"SubspaceOGR as the notebook's d = {d} prototype: Duda's rotation (every row plus Γg, "
+                "Gram-Schmidt), no QR step, nothing outside the subspace (its evaluation cells set alpha "
+                "= 0), "
+                f"his tuned d = {d} settings converted ({_SUBSPACE_TUNED_TEXT[d]}), means from 0, no ridge "
+                "floor; hessopt rotates the statistics with the basis, the prototype does not",
+            )
+            for d in (1, 2)
+        },
+        **{
+            f"dsogr-d{d}": LatticeMethod(
+                f"dsogr-d{d}",
+                "subspace-ogr",
+                {"2d": _dsogr(d), "3d": _dsogr(d)},
+                f"SubspaceOGR d = {d} with hessopt's Oja rotation and QR step and diagonal OGR outside "
+                f"(DUDA_SUBSPACE_OGR, the dsOGR mix w = {_dsogr(d)['mix']})",
+            )
+            for d in (1, 2)
+        },
         "momentum": LatticeMethod(
             "momentum",
             "momentum",
@@ -310,7 +369,17 @@ METHODS: Mapping[str, LatticeMethod] = MappingProxyType(
 )
 """The configurations; :data:`DEFAULT_METHODS` are run unless a list is given."""
 
-DEFAULT_METHODS: tuple[str, ...] = ("ogr-duda", "ogr", "diag-ogr", "momentum", "adam")
+DEFAULT_METHODS: tuple[str, ...] = (
+    "ogr-duda",
+    "ogr",
+    "diag-ogr",
+    "subspace-d1",
+    "subspace-d2",
+    "dsogr-d1",
+    "dsogr-d2",
+    "momentum",
+    "adam",
+)
 
 
 @dataclass(frozen=True)
@@ -334,6 +403,8 @@ PUBLISHED: Mapping[tuple[str, str], Published] = MappingProxyType(
             for method, value in (("ogr-duda", 0.0179328), ("momentum", 1.04891), ("adam", 0.473392))
         },
         ("beale3d", "ogr-duda"): Published(0.00383803, _3D),
+        ("beale3d", "subspace-d1"): Published(0.00742048, _3D),
+        ("beale3d", "subspace-d2"): Published(0.0119627, _3D),
         ("beale3d", "momentum"): Published(4.65359, _3D),
         ("beale3d", "adam"): Published(0.0416618, _3D),
     }
