@@ -50,7 +50,7 @@ DEFAULT_TRAIN_STORE = "results/train.sqlite"
 DEFAULT_STUDIES = "results/ogr_studies"
 DEFAULT_STEP_COST = "results/step_cost"
 DEFAULT_NN_STEP_TIME = "results/nn_step_time"
-STUDIES = ("lattice", "hessian-tracking", "trajectories")
+STUDIES = ("lattice", "hessian-tracking", "trajectories", "saddle-escape")
 
 
 def _csv(text: str) -> list[str]:
@@ -179,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     studies = suites.add_parser(
         "ogr-studies",
-        help="OGR studies: Duda's noisy lattice protocol, Hessian tracking, 2-D trajectories",
+        help="OGR studies: Duda's noisy lattice protocol, Hessian tracking, 2-D trajectories, saddle escape",
         description="Run the OGR studies, each writing a Markdown fragment, JSON and PNGs into --out; "
         "`hessopt report` includes them.",
     )
@@ -437,7 +437,7 @@ def _output_folder(path: str, option: str) -> None:
 def _bench_studies(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from hessopt.bench.studies import hessian_tracking, lattice, trajectories
+    from hessopt.bench.studies import hessian_tracking, lattice, saddle_escape, trajectories
 
     chosen = args.only or list(STUDIES)
     unknown = sorted(set(chosen) - set(STUDIES))
@@ -452,6 +452,8 @@ def _bench_studies(args: argparse.Namespace) -> int:
             lattice.run(out, quick=args.quick, workers=args.workers)
         elif name == "hessian-tracking":
             hessian_tracking.run(out, quick=args.quick)
+        elif name == "saddle-escape":
+            saddle_escape.run(out, quick=args.quick)
         else:
             trajectories.run(out, quick=args.quick)
         print(f"hessopt: study {name} written to {out} in {time.perf_counter() - t0:.1f} s")
