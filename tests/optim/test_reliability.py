@@ -348,3 +348,19 @@ def test_fuzz_constructor_arguments(cls):
         fuzz_constructor(cls, kwargs, dtype)
 
     run()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda ps: BFGS(ps, line_search=None), lambda ps: OGR(ps), lambda ps: SubspaceOGR(ps, rank=1)],
+    ids=["BFGS", "OGR", "SubspaceOGR"],
+)
+def test_fixed_size_state_refuses_new_groups_after_the_first_step(make):
+    a, b = torch.randn(3, dtype=torch.float64, requires_grad=True), torch.randn(2, dtype=torch.float64)
+    opt = make([a])
+    opt.add_param_group({"params": [b.clone().requires_grad_()]})  # before the first step: fine
+    a.grad = torch.ones_like(a)
+    opt.step()
+    with pytest.raises(RuntimeError, match="cannot add parameters after its first step"):
+        opt.add_param_group({"params": [b.clone().requires_grad_()]})
+    assert len(opt.param_groups) == 2

@@ -81,6 +81,9 @@ class HessoptOptimizer(torch.optim.Optimizer):
     uniform_hyperparameters: ClassVar[bool] = False
     #: Attribute names that ``copy.deepcopy`` and ``pickle`` keep besides the state and the groups.
     persistent_attributes: ClassVar[tuple[str, ...]] = ()
+    #: For optimizers whose state has one fixed size over all parameters: the flat-state key whose
+    #: presence means it is allocated, and what it is; :meth:`add_param_group` then refuses new groups.
+    fixed_size_state: ClassVar[tuple[str, str] | None] = None
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         """Validate the arguments and set up the state (see the class docstring)."""
@@ -117,6 +120,11 @@ class HessoptOptimizer(torch.optim.Optimizer):
         if "lr" in group and params and isinstance(group["lr"], float):
             check_lr_fits_dtype(group["lr"], params[0].dtype, type(self).__name__)
 
+    def all_parameters_with(self, group: Mapping[str, Any]) -> list[torch.Tensor]:
+        """Every parameter of the optimizer and of ``group`` (being added or re-validated), each once."""
+        params = [p for g in self.param_groups for p in g["params"]]
+        return params + [p for p in group["params"] if all(p is not q for q in params)]
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group after validating its hyper-parameters and parameters (see the module docstring).
 
@@ -124,8 +132,14 @@ class HessoptOptimizer(torch.optim.Optimizer):
             param_group: ``{"params": ..., name: value, ...}``; missing names take the defaults.
 
         Raises:
+            RuntimeError: after the first step of an optimizer with fixed-size state.
             TypeError, ValueError: the group is invalid; it is then not added.
         """
+        if self.fixed_size_state is not None and self.param_groups:
+            key, what = self.fixed_size_state
+            if key in self.flat_state():
+                name = type(self).__name__
+                raise RuntimeError(f"{name} cannot add parameters after its first step ({what} is allocated)")
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         try:

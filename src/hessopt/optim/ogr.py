@@ -145,6 +145,7 @@ class OGR(HessoptOptimizer):
     }
     uniform_hyperparameters: ClassVar = True
     persistent_attributes: ClassVar = ("_memory_limits",)
+    fixed_size_state: ClassVar = ("m", "its statistics")
 
     def __init__(
         self,
@@ -212,26 +213,10 @@ class OGR(HessoptOptimizer):
         """
         super().check_group(group)
         check_wolfe_constants(group["c1"], group["c2"])
-        params = [p for g in self.param_groups for p in g["params"]]
-        params += [p for p in group["params"] if all(p is not q for q in params)]
+        params = self.all_parameters_with(group)
         check_one_dtype_and_device(params, "OGR")
         check_dense_memory(params, matrices=_MATRICES_AT_PEAK, who="OGR", **self._memory_limits)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group before the first step (the statistics have a fixed size once allocated).
-
-        Args:
-            param_group: as :meth:`torch.optim.Optimizer.add_param_group`.
-
-        Raises:
-            RuntimeError: after the first step.
-            TypeError, ValueError: an invalid group (not added).
-        """
-        if self.param_groups and "m" in self.flat_state():
-            raise RuntimeError(
-                "OGR cannot add parameters after its first step: its statistics have a fixed size"
-            )
-        super().add_param_group(param_group)
 
     def flat_state_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shapes of the flat-state slot's tensors (over D parameters)."""

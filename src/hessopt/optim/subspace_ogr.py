@@ -162,6 +162,7 @@ class SubspaceOGR(HessoptOptimizer):
         "seed": _check_seed,
     }
     uniform_hyperparameters: ClassVar = True
+    fixed_size_state: ClassVar = ("basis_mix", "its basis")
 
     def __init__(
         self,
@@ -226,26 +227,12 @@ class SubspaceOGR(HessoptOptimizer):
             TypeError, ValueError: naming the problem.
         """
         super().check_group(group)
-        params = [p for g in self.param_groups for p in g["params"]]
-        params += [p for p in group["params"] if all(p is not q for q in params)]
+        params = self.all_parameters_with(group)
         check_one_dtype_and_device(params, "SubspaceOGR")
         total = flat.numel(params)
         if group["rank"] > total:
             raise ValueError(f"rank must be at most the number of parameters ({total}), got {group['rank']}")
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a group before the first step (the subspace statistics are set up at the first step).
-
-        Args:
-            param_group: as :meth:`torch.optim.Optimizer.add_param_group`.
-
-        Raises:
-            RuntimeError: after the first step.
-            TypeError, ValueError: an invalid group (not added).
-        """
-        if self.param_groups and "basis_mix" in self.flat_state():
-            raise RuntimeError("SubspaceOGR cannot add parameters after its first step: its basis is set up")
-        super().add_param_group(param_group)
 
     def flat_state_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shapes of the flat-state slot's d×d tensors and generator state."""
