@@ -28,8 +28,10 @@ Iterates are stored at the global iterations of a geometric grid (:func:`backtra
 :func:`backtrack`). A stored vector holds every block's iterate at that iteration; a block that already
 stopped contributes its final iterate.
 
-The stopping tests read ``3 B`` scalars back to the host once per iteration; this synchronisation is
-inherent to truncated CG.
+Step lengths and stopping tests are computed on the host from per-block dot products read back twice per
+iteration (the curvature ``d^T A d``, then ``r^T M^-1 r``, ``||r||^2`` and ``phi``); these synchronisations
+are inherent to truncated CG with per-block stopping. Updates are in place on per-block views, so a
+stopped block's entries are never written again.
 """
 
 from __future__ import annotations
@@ -155,8 +157,8 @@ def block_cg(
 
     References:
         Martens (2010), "Deep learning via Hessian-free optimization", ICML, Sec. 4.4 (stopping) and 4.6
-        (stored iterates); Martens & Sutskever (2012), Sec. 20.4; Zhang et al. (2017), arXiv:1712.07296,
-        Sec. 3 (independent CG per block); docs/algorithms/hessian-free.md.
+        (stored iterates); Martens & Sutskever (2012), Sec. 20.4; Zhang et al. (2017), arXiv:1712.07296
+        (independent CG per block); docs/algorithms/hessian-free.md.
     """
     if rhs.dim() != 1 or sum(sizes) != rhs.numel():
         raise ValueError(
@@ -164,14 +166,15 @@ def block_cg(
         )
     if max_iterations < 0 or min_iterations < 0:
         raise ValueError("max_iterations and min_iterations must be >= 0")
-    num_blocks, device = len(sizes), rhs.device
-    size_t = torch.tensor(list(sizes), device=device)
-
-    def expand(per_block: Tensor) -> Tensor:
-        return per_block.repeat_interleave(size_t, output_size=rhs.numel())
+    num_blocks = len(sizes)
 
     def precondition(r: Tensor) -> Tensor:
         return r if inverse_preconditioner is None else r * inverse_preconditioner
+
+    def dots(*pairs: tuple[Tensor, Tensor]) -> list[list[float]]:
+        """Per-block dot products of each pair, read back to the host in one synchronisation."""
+        values = torch.stack([_segment_dots(a, c, sizes) for a, c in pairs]).tolist()
+        return values
 
     active = [True] * num_blocks
     sweeps = 0
@@ -185,11 +188,9 @@ def block_cg(
         sweeps += 1
         iterations = [1] * num_blocks
     y = precondition(r)
-    rty = _segment_dots(r, y, sizes)
     d = -y
-    phi = 0.5 * _segment_dots(r - rhs, x, sizes)
-    host = torch.cat([phi, _segment_dots(r, r, sizes), _segment_dots(rhs, rhs, sizes), rty]).tolist()
-    phi_h, rr_h, cc_h, rty_h = (host[j * num_blocks : (j + 1) * num_blocks] for j in range(4))
+    rty_h, rr_h, cc_h, rx_h, cx_h = dots((r, y), (r, r), (rhs, rhs), (r, x), (rhs, x))
+    phi_h = [0.5 * (a - c) for a, c in zip(rx_h, cx_h, strict=True)]
     history = [[v] for v in phi_h]
     reasons = ["max_iterations"] * num_blocks
     floor = torch.finfo(rhs.dtype).eps ** 2
@@ -202,6 +203,8 @@ def block_cg(
             active[b], reasons[b] = False, "converged"
         elif tolerance is not None and min_iterations == 0 and rr_h[b] <= tolerance**2 * cc_h[b]:
             active[b], reasons[b] = False, "tolerance"
+    # per-block views: updates of a block write into these, so a frozen block is never touched
+    xs, rs, ds = x.split(sizes), r.split(sizes), d.split(sizes)
     stored: list[Tensor] = []
     stored_at: list[int] = []
     stored_phi: list[list[float]] = []
@@ -209,25 +212,11 @@ def block_cg(
     i = 0
     while any(active) and i < max_iterations:
         i += 1
-        on = torch.tensor(active, device=device)
         ad = matvec(d, active)
         sweeps += 1
-        dad = _segment_dots(d, ad, sizes)
-        ok = on & torch.isfinite(dad) & (dad > 0)
-        alpha = torch.where(ok, rty / torch.where(ok, dad, torch.ones_like(dad)), torch.zeros_like(dad))
-        ok_e, alpha_e = expand(ok), expand(alpha)
-        x = torch.where(ok_e, x + alpha_e * d, x)
-        r = torch.where(ok_e, r + alpha_e * ad, r)
-        y = precondition(r)
-        rty_new = _segment_dots(r, y, sizes)
-        beta = torch.where(
-            ok, rty_new / torch.where(rty == 0, torch.ones_like(rty), rty), torch.zeros_like(rty)
-        )
-        d = torch.where(ok_e, -y + expand(beta) * d, d)
-        rty = torch.where(ok, rty_new, rty)
-        phi = 0.5 * _segment_dots(r - rhs, x, sizes)
-        host = torch.cat([dad, phi, _segment_dots(r, r, sizes), rty]).tolist()
-        dad_h, phi_h, rr_h, rty_h = (host[j * num_blocks : (j + 1) * num_blocks] for j in range(4))
+        (dad_h,) = dots((d, ad))
+        ads = ad.split(sizes)
+        moved = []
         for b in range(num_blocks):
             if not active[b]:
                 continue
@@ -235,6 +224,18 @@ def block_cg(
             if not (math.isfinite(dad_h[b]) and dad_h[b] > 0):
                 active[b], reasons[b] = False, "curvature"
                 continue
+            alpha = rty_h[b] / dad_h[b]
+            xs[b].add_(ds[b], alpha=alpha)
+            rs[b].add_(ads[b], alpha=alpha)
+            moved.append(b)
+        y = precondition(r)
+        rty_new, rr_h, rx_h, cx_h = dots((r, y), (r, r), (r, x), (rhs, x))
+        phi_h = [0.5 * (a - c) for a, c in zip(rx_h, cx_h, strict=True)]
+        ys = y.split(sizes)
+        for b in moved:
+            if rty_h[b] != 0:
+                ds[b].mul_(rty_new[b] / rty_h[b]).sub_(ys[b])
+            rty_h[b] = rty_new[b]
             history[b].append(phi_h[b])
             if converged(b):
                 active[b], reasons[b] = False, "converged"

@@ -241,7 +241,7 @@ def output_hessian(
         ValueError: for an unsupported reduction or malformed cross-entropy outputs.
 
     References:
-        Schraudolph (2002), Neural Computation 14(7), Sec. 3 (Gauss-Newton products with matching losses);
+        Schraudolph (2002), Neural Computation 14(7) (Gauss-Newton products with matching losses);
         docs/algorithms/hessian-free.md.
     """
     spec = describe_loss(loss_fn)

@@ -5,7 +5,7 @@ blocks ``theta_1, ..., theta_B``, :class:`BlockCurvature` applies
 
 * the **GGN blocks** ``G_bb v_b = J_b^T H J_b v_b`` (``J_b = dz/dtheta_b``, ``H`` the output Hessian of
   :mod:`hessopt.curvature.output_hessians`) -- the curvature of Martens' Hessian-free method restricted to
-  blocks (Zhang et al. 2017, arXiv:1712.07296, Sec. 3; one block is full HF, Martens 2010, ICML, Sec. 4.2);
+  blocks (Zhang et al. 2017, arXiv:1712.07296, abstract; one block is full HF, Martens 2010, ICML, Sec. 4.2);
 * or the **Hessian blocks** ``H_bb v_b`` of the loss (``curvature="hessian"``, reverse-over-reverse),
 
 to one vector per block, for all blocks or only the "active" ones. ``scale`` multiplies every product (the
@@ -167,7 +167,7 @@ class BlockCurvature:
     the layers above that block (``jvp="forward"``: a forward-mode pass and a backward pass).
 
     References:
-        Zhang, Xiong, Bradbury, Socher (2017), arXiv:1712.07296, Sec. 3 (block-diagonal GGN);
+        Zhang, Xiong, Bradbury, Socher (2017), arXiv:1712.07296 (block-diagonal GGN);
         Schraudolph (2002), Neural Computation 14(7) (GGN products); Martens (2010), ICML, Sec. 4.2;
         docs/algorithms/hessian-free.md.
     """

@@ -83,7 +83,7 @@ _SHARED = (
     "nonfinite",
 )
 # Memory budget (entries) of one chunk of per-example gradients for the preconditioner.
-_EXAMPLE_CHUNK_ENTRIES = 2**24
+_EXAMPLE_CHUNK_ENTRIES = 2**25
 
 
 def _rows(inputs: tuple[Tensor, ...]) -> int:
@@ -661,7 +661,7 @@ class BlockDiagonalHessianFree(HessoptOptimizer):
                 return loss
 
         def matvec(v: Tensor, active: Sequence[bool]) -> Tensor:
-            return self._mean_over_processes(op.matvec(v, active)) + shift * v
+            return self._mean_over_processes(op.matvec(v, active)).addcmul_(shift, v)
 
         previous = flat.flatten([self.state[p]["warm_start"] for p in self._layout])
         x0 = None
