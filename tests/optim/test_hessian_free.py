@@ -289,9 +289,10 @@ def test_sum_reduction_with_scaled_damping_gives_the_mean_step(
         gen = torch.Generator().manual_seed(9)
         batches = [(x, torch.randn(x.shape[0], 3, generator=gen, dtype=F64)) for x, _ in batches]
     n = divisor(batches[0][0])
-    opt_a = BlockDiagonalHessianFree(a, loss_fn=mean_loss, damping=0.5, curvature_fraction=fraction)
+    kw = dict(curvature_fraction=fraction, preconditioner="martens")
+    opt_a = BlockDiagonalHessianFree(a, loss_fn=mean_loss, damping=0.5, **kw)
     opt_b = BlockDiagonalHessianFree(
-        b, loss_fn=sum_loss, damping=0.5 * n, curvature_fraction=fraction, damping_bounds=(1e-8 * n, 1e8 * n)
+        b, loss_fn=sum_loss, damping=0.5 * n, damping_bounds=(1e-8 * n, 1e8 * n), **kw
     )
     _run(opt_a, batches)
     _run(opt_b, batches)
@@ -315,9 +316,10 @@ def test_batchnorm_running_statistics_change_only_by_the_gradient_forward() -> N
     model = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8), nn.Tanh(), nn.Linear(8, 3)).to(F64).train()
     reference = copy.deepcopy(model)
     x, y = _batch()
-    opt = BlockDiagonalHessianFree(model, loss_fn=nn.CrossEntropyLoss())
+    opt = BlockDiagonalHessianFree(model, loss_fn=nn.CrossEntropyLoss(), preconditioner="martens")
     opt.step(x, y)
     reference(x)  # one training forward pass on the gradient batch
+    assert model[1].training  # the preconditioner's eval-mode switch is undone
     for (n, b), r in zip(model.named_buffers(), reference.buffers(), strict=True):
         assert torch.equal(b, r), f"buffer {n}"
     assert opt.last_step["accepted"]
@@ -395,11 +397,12 @@ def test_defaults_train_a_digits_mlp() -> None:
         assert (model(d.x_test).argmax(1) == d.y_test).float().mean() > 0.9
 
 
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
 def test_lstm_layers_are_separate_blocks_and_train() -> None:
     from hessopt.problems.models import lstm_classifier
 
     model = lstm_classifier(hidden_size=8, num_layers=3).to(F64)
-    opt = BlockDiagonalHessianFree(model, loss_fn=nn.CrossEntropyLoss())
+    opt = BlockDiagonalHessianFree(model, loss_fn=nn.CrossEntropyLoss(), preconditioner="martens")
     assert [len(n) for n in opt.block_names()] == [4, 4, 4, 2]
     assert opt.block_names()[1] == [
         "lstm.weight_ih_l1",

@@ -109,8 +109,8 @@ class BlockDiagonalHessianFree(HessoptOptimizer):
        block-diagonal GGN ``G_bb`` (or the loss Hessian), its graphs recorded once and reused by every CG
        iteration (:class:`~hessopt.curvature.products.BlockCurvature`);
     3. preconditioned CG on ``(G_bb + (lambda + kappa) I) p_b = -g_b`` for all blocks in lock-step
-       (:func:`~hessopt.curvature.cg.block_cg`), from ``warm_start * `` the previous final iterate, with
-       Martens' diagonal preconditioner ``(mean_i g_i^2 + lambda + kappa)^(3/4)`` from per-example gradients;
+       (:func:`~hessopt.curvature.cg.block_cg`), from ``warm_start *`` the previous final iterate, optionally
+       with Martens' diagonal preconditioner ``(mean_i g_i^2 + lambda + kappa)^(3/4)``;
     4. CG backtracking on the batch over the iterates stored at iterations 5, 7, 9, 11, 15, ...;
     5. the reduction ratio ``rho`` with the undamped block model, and the Levenberg-Marquardt update of
        ``lambda`` (x3/2 if ``rho < 1/4``, x2/3 if ``rho > 3/4``), clamped to ``damping_bounds``;
@@ -150,7 +150,10 @@ class BlockDiagonalHessianFree(HessoptOptimizer):
         cg_min_iterations: iterations before a "progress" or "tolerance" stop (default 1).
         cg_progress_eps: ``eps`` of Martens' relative-progress stopping rule (default 5e-4); None disables.
         cg_tolerance: relative-residual stopping tolerance (default None: off).
-        preconditioner: ``"martens"`` (default) or None.
+        preconditioner: ``"martens"`` (Martens' ``(mean_i g_i^2 + lambda + kappa)^(3/4)`` from per-example
+            gradients on the curvature batch) or None (default: measured inert for mean-reduced losses,
+            where ``mean_i g_i^2`` is orders of magnitude below ``lambda``, at a cost of several gradient
+            evaluations per step; docs/algorithms/hessian-free.md).
         preconditioner_exponent: the exponent ``alpha`` of the preconditioner (default 0.75).
         backtracking: CG-iterate backtracking (default True).
         line_search: ``"armijo"`` (default) or None (take the backtracked step).
@@ -209,7 +212,7 @@ class BlockDiagonalHessianFree(HessoptOptimizer):
         cg_min_iterations: int = 1,
         cg_progress_eps: float | None = 5e-4,
         cg_tolerance: float | None = None,
-        preconditioner: str | None = "martens",
+        preconditioner: str | None = None,
         preconditioner_exponent: float = 0.75,
         backtracking: bool = True,
         line_search: str | None = "armijo",
