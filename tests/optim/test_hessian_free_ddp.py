@@ -25,4 +25,7 @@ def test_ddp_equals_one_process_on_the_concatenated_batch(tmp_path) -> None:
     for i, (p0, p1, q, s) in enumerate(zip(*ranks, single, start, strict=True)):
         assert torch.equal(p0, p1), f"parameter {i} differs between ranks"
         assert not torch.equal(q, s)
-        torch.testing.assert_close(p0, q, rtol=0, atol=1e-12)
+        # the mean of two half-batch means rounds differently from the whole-batch mean; CG on the damped
+        # GGN amplifies those 1e-16 differences (about 1e-10 after three steps); a wrong scale or a missing
+        # all-reduce shows up at 1e-3 or more
+        torch.testing.assert_close(p0, q, rtol=0, atol=1e-8)
