@@ -143,7 +143,7 @@ _PROTOCOLS: dict[tuple[str, str], _Protocol] = {
         "cross_entropy",
         _IMAGES,
         True,
-        (128,),
+        (64,),
         3,
         15,
         (3e-3, 1e-2),
@@ -187,7 +187,8 @@ class Config:
     Attributes:
         size: ``"full"`` (the documented protocol) or ``"quick"`` (small models and budgets, ``make bench``).
         experiments: names from :data:`EXPERIMENTS`.
-        seeds: model-initialisation and batch-order seeds.
+        seeds: model-initialisation and batch-order seeds; None: (0, 1, 2) for the full protocol, (0,) for
+            the quick one.
         curvature_fractions: curvature fractions of BDHF and HF.
         methods: any of ``"bdhf"``, ``"hf"``, ``"adam"``.
         batch_sizes: gradient-batch sizes; None uses each experiment's own (two sizes in the full protocol).
@@ -200,7 +201,7 @@ class Config:
 
     size: str = "full"
     experiments: tuple[str, ...] = ("autoencoder", "lstm", "resnet", "digits_autoencoder")
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] | None = None
     curvature_fractions: tuple[float, ...] = (1.0, 0.25, 0.125)
     methods: tuple[str, ...] = ("bdhf", "hf", "adam")
     batch_sizes: tuple[int, ...] | None = None
@@ -355,7 +356,7 @@ def run(config: Config, progress: Callable[[str], None] | None = None) -> list[d
             split, dataset = _data(protocol)
             batch_sizes = config.batch_sizes or protocol.batch_sizes
             for batch_size in batch_sizes:
-                for seed in config.seeds:
+                for seed in config.seeds or ((0, 1, 2) if config.size == "full" else (0,)):
                     plan = []
                     for method in ("bdhf", "hf"):
                         if method in config.methods:
