@@ -28,7 +28,7 @@ loss (and accuracy for classifiers).
 
 :func:`run` returns plain data (lists and dicts of numbers and strings) for the benchmark's store and report;
 :func:`summarize` reduces it to one row per configuration (final losses; time to reach the best Adam
-run's final training loss). ``Config(size="quick")`` is the ``make bench`` version (about two minutes on two
+run's final training loss). ``Config(size="quick")`` is the ``make bench`` version (35 s to 2 minutes on two
 cores); ``Config()`` the full protocol (hours on a CPU).
 """
 
