@@ -2,7 +2,7 @@
 
 from hessopt.curvature.diagonal import DiagonalGradientRegression
 from hessopt.curvature.regression import OnlineGradientRegression
-from hessopt.optim import BFGS, OGR, DiagOGR, SubspaceOGR
+from hessopt.optim import BFGS, OGR, BlockDiagonalHessianFree, DiagOGR, HessianFree, SubspaceOGR
 
 __version__ = "0.1.0"
 
@@ -11,6 +11,8 @@ __all__ = [
     "OGR",
     "DiagOGR",
     "SubspaceOGR",
+    "BlockDiagonalHessianFree",
+    "HessianFree",
     "OnlineGradientRegression",
     "DiagonalGradientRegression",
 ]

@@ -30,6 +30,7 @@ CASES = {
     "autoencoder": (dict(widths=(64, 16, 4)), (3, 64), (64,)),
     "autoencoder_small": ({}, (2, 1, 28, 28), (784,)),
     "lstm": ({}, (3, 784), (10,)),
+    "resnet_small": ({}, (2, 1, 28, 28), (10,)),
 }
 
 
@@ -92,6 +93,25 @@ def test_parameter_counts_by_hand():
     h, f, c = 32, 7, 10  # nn.LSTM layer: 4h(in + h) weights + 2 * 4h biases
     lstm = 4 * h * (f + h) + 8 * h + 2 * (4 * h * (2 * h) + 8 * h) + dense(h, c)
     assert count(models.lstm_classifier()) == lstm == 22_474
+    k3 = lambda c_in, c_out: 9 * c_in * c_out  # noqa: E731  (bias-free 3x3 convolutions)
+    bn = lambda c: 2 * c  # noqa: E731
+    stage0 = 2 * (k3(8, 8) + bn(8))
+    stage1 = k3(8, 16) + k3(16, 16) + 2 * bn(16) + 8 * 16 + bn(16)  # + 1x1 shortcut with BatchNorm
+    stage2 = k3(16, 32) + k3(32, 32) + 2 * bn(32) + 16 * 32 + bn(32)
+    resnet = k3(1, 8) + bn(8) + stage0 + stage1 + stage2 + dense(32, 10)
+    assert count(models.resnet_small()) == resnet == 19_810
+
+
+def test_resnet_small_shapes_and_shortcuts():
+    model = models.resnet_small(num_classes=4, in_channels=3, widths=(4, 6, 8))
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    assert model(x).shape == (2, 4)
+    assert model.stem(x).shape == (2, 4, 32, 32)
+    first, second, third = model.stages
+    assert isinstance(first.shortcut, nn.Identity)  # same shape: identity shortcut
+    assert second(first(model.stem(x))).shape == (2, 6, 16, 16)
+    assert isinstance(second.shortcut[0], nn.Conv2d) and second.shortcut[0].stride == (2, 2)
+    assert third.conv1.bias is None
 
 
 def test_3c3d_on_cifar_shapes():

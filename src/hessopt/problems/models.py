@@ -20,6 +20,8 @@ Names for :func:`build_model` (factory; expected input):
 - ``"autoencoder_small"``: :func:`autoencoder` with widths 784-256-32, 419,120 parameters.
 - ``"lstm"``: :func:`lstm_classifier`, a 3-layer LSTM over 4 x 4-pooled image rows, 22,474 parameters;
   ``(N, 784)`` or ``(N, 1, 28, 28)``.
+- ``"resnet_small"``: :func:`resnet_small`, a ResNet-style CNN with three stages of one residual block,
+  widths 8-16-32, 19,810 parameters; ``(N, C, H, W)``.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ __all__ = [
     "ACTIVATIONS",
     "MODELS",
     "PooledLSTMClassifier",
+    "ResidualBlock",
+    "SmallResNet",
     "autoencoder",
     "build_model",
     "cnn_2c2d",
@@ -42,6 +46,7 @@ __all__ = [
     "logistic_regression",
     "lstm_classifier",
     "mlp",
+    "resnet_small",
     "sparse_init_",
 ]
 
@@ -354,6 +359,72 @@ def lstm_classifier(
         )
 
 
+class ResidualBlock(nn.Module):
+    """He et al. (2016, CVPR) basic block: conv3x3-BN-ReLU-conv3x3-BN plus a shortcut, then ReLU.
+
+    The shortcut is the identity, or a strided 1x1 convolution with BatchNorm when the shape changes.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int):
+        """Two 3x3 convolutions (the first with ``stride``) and the shortcut."""
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(out_channels),
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))``."""
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class SmallResNet(nn.Module):
+    """Stem conv3x3-BN-ReLU, one :class:`ResidualBlock` per stage, global average pooling, linear head."""
+
+    def __init__(self, num_classes: int, in_channels: int, widths: tuple[int, ...]):
+        """Stem, one residual block per entry of ``widths``, head (see :func:`resnet_small`)."""
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
+        stages, previous = [], widths[0]
+        for i, width in enumerate(widths):
+            stages.append(ResidualBlock(previous, width, stride=1 if i == 0 else 2))
+            previous = width
+        self.stages = nn.Sequential(*stages)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(previous, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, num_classes)`` of images ``(N, in_channels, H, W)``."""
+        return self.head(self.stages(self.stem(x)))
+
+
+def resnet_small(
+    num_classes: int = 10, in_channels: int = 1, widths: Sequence[int] = (8, 16, 32), *, seed: int = 0
+) -> SmallResNet:
+    """A small ResNet-style CNN (He, Zhang, Ren, Sun 2016, CVPR "Deep residual learning", Sec. 4.2 layout).
+
+    Three stages of one basic residual block each, with ``widths`` channels (the first stage keeps the
+    resolution, the others halve it), a 3x3 stem, global average pooling and a linear head returning
+    logits; BatchNorm after every convolution, no convolution biases. A CPU-sized stand-in for the
+    ResNet of Zhang et al. (2017, arXiv:1712.07296) on CIFAR-10. Init: PyTorch's defaults
+    (Kaiming-uniform convolutions, BatchNorm weight 1 and bias 0). Input ``(N, in_channels, H, W)``, any
+    ``H, W >= 4``. Parameters: 19,810 for the defaults (10 classes, 1 channel).
+    """
+    sizes = _widths(widths, "widths", minimum=1)
+    with _seeded(seed):
+        return SmallResNet(
+            _positive_int(num_classes, "num_classes"), _positive_int(in_channels, "in_channels"), sizes
+        )
+
+
 def _autoencoder_small(**kwargs) -> nn.Sequential:
     return autoencoder(widths=(784, 256, 32), **kwargs)
 
@@ -366,6 +437,7 @@ _FACTORIES: dict[str, Callable[..., nn.Module]] = {
     "autoencoder": autoencoder,
     "autoencoder_small": _autoencoder_small,
     "lstm": lstm_classifier,
+    "resnet_small": resnet_small,
 }
 MODELS: tuple[str, ...] = tuple(_FACTORIES)
 
