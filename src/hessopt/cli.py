@@ -50,6 +50,7 @@ DEFAULT_TRAIN_STORE = "results/train.sqlite"
 DEFAULT_STUDIES = "results/ogr_studies"
 DEFAULT_STEP_COST = "results/step_cost"
 DEFAULT_NN_STEP_TIME = "results/nn_step_time"
+DEFAULT_HF_STUDY = "results/hf_study"
 STUDIES = ("lattice", "hessian-tracking", "trajectories", "saddle-escape")
 
 
@@ -177,6 +178,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_executor_options(fn)
     fn.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    hf = suites.add_parser(
+        "hf",
+        help="Hessian-free studies: BDHF vs HF at curvature fractions 1, 1/4, 1/8, vs tuned Adam",
+        description="Run the Hessian-free study (hessopt.bench.studies.hessian_free): the deep autoencoder, "
+        "the 3-layer LSTM on 7x7 pooled images, a small ResNet (Fashion-MNIST when installed, else MNIST-5k) "
+        "and the digits autoencoder; writes a Markdown fragment, JSON and PNGs into --out.",
+    )
+    hf.add_argument("--quick", action="store_true", help="small models and budgets, one seed (make bench)")
+    hf.add_argument("--experiments", type=_csv, help="comma-separated subset (default: all four)")
+    hf.add_argument("--seeds", type=_seeds, help="a count N (seeds 0..N-1) or a list (default: 3; quick 1)")
+    hf.add_argument("--out", default=DEFAULT_HF_STUDY, help=f"output directory (default {DEFAULT_HF_STUDY})")
+
     studies = suites.add_parser(
         "ogr-studies",
         help="OGR studies: Duda's noisy lattice protocol, Hessian tracking, 2-D trajectories, saddle escape",
@@ -246,9 +259,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--studies",
         type=_csv,
-        default=[DEFAULT_STUDIES, DEFAULT_STEP_COST, DEFAULT_NN_STEP_TIME],
+        default=[DEFAULT_STUDIES, DEFAULT_HF_STUDY, DEFAULT_STEP_COST, DEFAULT_NN_STEP_TIME],
         help="comma-separated folders whose study fragments (*.md) are appended when present "
-        f"(default {DEFAULT_STUDIES},{DEFAULT_STEP_COST},{DEFAULT_NN_STEP_TIME})",
+        f"(default {DEFAULT_STUDIES},{DEFAULT_HF_STUDY},{DEFAULT_STEP_COST},{DEFAULT_NN_STEP_TIME})",
     )
 
     merge = sub.add_parser("merge", help="merge results stores (e.g. shards) into DST, deduplicating runs")
@@ -396,7 +409,7 @@ def _nn_suite(args: argparse.Namespace) -> NNSuite:
         reasons = "; ".join(s.reason for s in left_out)
         raise ValueError(f"nothing of suite {suite.name!r} can run here: {reasons}")
     for skip in left_out:
-        if skip.kind == "size":
+        if skip.kind == "design":
             print(f"hessopt: {skip}", file=sys.stderr)
         else:
             _warn(f"{skip} (the report lists it)")
@@ -457,6 +470,24 @@ def _bench_studies(args: argparse.Namespace) -> int:
         else:
             trajectories.run(out, quick=args.quick)
         print(f"hessopt: study {name} written to {out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _bench_hf(args: argparse.Namespace, command: str) -> int:
+    from hessopt.bench.studies import hessian_free
+
+    seeds = None
+    if args.seeds:
+        seeds = tuple(range(args.seeds[0])) if len(args.seeds) == 1 else tuple(args.seeds)
+    config = hessian_free.Config(
+        size="quick" if args.quick else "full",
+        experiments=tuple(args.experiments or hessian_free.EXPERIMENTS),
+        seeds=seeds,
+    )
+    _output_folder(args.out, "--out")
+    t0 = time.perf_counter()
+    hessian_free.write(config, args.out, command=command)
+    print(f"hessopt: Hessian-free study written to {args.out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
@@ -589,6 +620,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
     if args.command == "bench":
         if args.suite == "ogr-studies":
             return _bench_studies(args)
+        if args.suite == "hf":
+            return _bench_hf(args, command)
         if args.suite == "nn":
             return _bench_nn(args, command)
         return _bench_functions(args, command)

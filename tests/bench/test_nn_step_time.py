@@ -20,18 +20,22 @@ def test_nn_step_time_smoke(tmp_path):
         "digits_mlp",
         "--quick",
         "--methods",
-        "adam,momentum,lbfgs",
+        "adam,momentum,lbfgs,hf",
     ]
     done = subprocess.run([*cmd, "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     res = json.loads((tmp_path / "nn_step_time.json").read_text())
     methods = res["methods"]
-    assert list(methods) == ["adam", "momentum", "lbfgs"] and res["parameters"] == 2410
+    names = ["adam", "momentum", "lbfgs", "hf", "adam(foreach=True)", "adam(fused=True)"]
+    assert list(methods) == names and res["parameters"] == 2410
     assert methods["adam"]["ratio_to_adam"] == 1.0 and methods["adam"]["grads_per_step"] == 1.0
     for m in methods.values():
         lo, hi = m["iqr_ms"]
         assert lo <= m["median_ms"] <= hi
         assert m["ratio_to_adam"] == pytest.approx(m["median_ms"] / methods["adam"]["median_ms"], rel=1e-12)
+    fastest = min(methods[n]["median_ms"] for n in ("adam", "adam(foreach=True)", "adam(fused=True)"))
+    for m in methods.values():
+        assert m["ratio_to_fastest_adam"] == pytest.approx(m["median_ms"] / fastest, rel=1e-12)
     assert methods["lbfgs"]["grads_per_step"] >= 1.0  # its line search may evaluate more than once
     assert "| momentum |" in (tmp_path / "nn_step_time.md").read_text()
     bad = subprocess.run(

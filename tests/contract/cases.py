@@ -13,21 +13,32 @@ and the "raise" checks do not apply to it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch import nn
 
 from hessopt.bench.methods import Contract, Method, all_methods
+
+from .harness import Closure
 
 __all__ = ["CASES", "CHECK_KEYS", "OptimizerCase", "case_ids"]
 
 #: Checks that a case may declare not applicable (``Contract.not_applicable``):
 #: ``"nonfinite_raise"``: the ``nonfinite="raise"`` policy; ``"nonfinite_after_steps"``: a non-finite
 #: closure after some finite steps (the first-step variant always runs); ``"closure_called_first"``: that
-#: ``step`` returns the loss of the closure's *first* call in that step.
-CHECK_KEYS = ("nonfinite_raise", "nonfinite_after_steps", "closure_called_first")
+#: ``step`` returns the loss of the closure's *first* call in that step; ``"nonfinite_gradient"``: an inf
+#: injected into a gradient (optimizers that compute their gradients themselves); ``"unused_parameter"``:
+#: a parameter outside the loss (optimizers that take the model refuse parameters not in it).
+CHECK_KEYS = (
+    "nonfinite_raise",
+    "nonfinite_after_steps",
+    "closure_called_first",
+    "nonfinite_gradient",
+    "unused_parameter",
+)
 
 
 @dataclass(frozen=True)
@@ -47,14 +58,20 @@ class OptimizerCase:
         label = self.contract.label
         return f"{self.method.name}({label})" if label else self.method.name
 
-    @property
-    def make(self) -> Callable[..., torch.optim.Optimizer]:
-        """``make(params_or_groups, **overrides)``: the optimizer with the contract's configuration."""
+    def setup(
+        self, model: nn.Module, X: torch.Tensor, Y: torch.Tensor, params: Any = None, **overrides: Any
+    ) -> tuple[torch.optim.Optimizer, Closure]:
+        """The optimizer over ``params`` (default: the model's) with the contract's configuration, and the
+        closure over ``(X, Y)`` that steps it.
 
-        def make(params: Any, **overrides: Any) -> torch.optim.Optimizer:
-            return self.method.factory(params, self.method.contract_config(self.contract, overrides))
-
-        return make
+        Optimizers that need the model get it with a fresh ``nn.MSELoss()`` module, which the closure
+        then uses as its loss; ``overrides`` change the configuration (invalid-argument checks).
+        """
+        config = self.method.contract_config(self.contract, overrides)
+        params = list(model.parameters()) if params is None else params
+        loss_fn = nn.MSELoss()
+        opt = self.method.build(params, config, model=model, loss_fn=loss_fn)
+        return opt, Closure(model, opt, X, Y, loss_fn, takes_batch=self.method.drive == "batch")
 
     @property
     def needs_closure(self) -> bool:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 
 from .cases import CASES
@@ -38,16 +37,10 @@ def rank_batch(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
 def _train_case(case, X: torch.Tensor, Y: torch.Tensor, steps: int) -> list[torch.Tensor]:
     model = make_mlp(torch.float64)
     ddp = DistributedDataParallel(model)
-    opt = case.make(list(ddp.parameters()))
-
-    def closure() -> torch.Tensor:
-        opt.zero_grad()
-        loss = F.mse_loss(ddp(X), Y)
-        loss.backward()
-        return loss
-
+    # the closure's loss is the rank's local mean (DDP averages the gradients, not the loss)
+    opt, closure = case.setup(ddp, X, Y, list(ddp.parameters()))
     for _ in range(steps):
-        opt.step(closure)
+        closure.step()
     return [p.detach().clone() for p in model.parameters()]
 
 

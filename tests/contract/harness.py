@@ -53,18 +53,46 @@ def make_linear(dtype: torch.dtype = torch.float64, seed: int = 1) -> nn.Linear:
     return _init_(nn.Linear(LINEAR_IN, OUT_FEATURES).to(dtype), seed)
 
 
-def make_closure(
-    model: nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tensor, Y: torch.Tensor
-) -> Callable[[], torch.Tensor]:
-    """The torch.optim closure: zero the gradients, forward, backward, return the mean loss."""
+class Closure:
+    """The torch.optim closure over one batch: zero the gradients, forward, backward, return the mean loss.
 
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = F.mse_loss(model(X), Y)
+    It carries what a step needs besides: ``step()`` calls ``optimizer.step(self)``, or
+    ``optimizer.step(X, Y)`` for optimizers that take the batch (``takes_batch``, Hessian-free). The loss is
+    ``loss_fn`` (an ``nn.MSELoss`` module by default: optimizers built with the model watch that module).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        X: torch.Tensor,
+        Y: torch.Tensor,
+        loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.mse_loss,
+        takes_batch: bool = False,
+    ) -> None:
+        self.model, self.optimizer, self.X, self.Y = model, optimizer, X, Y
+        self.loss_fn, self.takes_batch = loss_fn, takes_batch
+
+    def __call__(self) -> torch.Tensor:
+        self.optimizer.zero_grad()
+        loss = self.loss_fn(self.model(self.X), self.Y)
         loss.backward()
         return loss
 
-    return closure
+    def step(self) -> Any:
+        """One optimizer step on this batch; what ``step`` returned."""
+        return self.optimizer.step(self.X, self.Y) if self.takes_batch else self.optimizer.step(self)
+
+    def with_inputs(self, X: torch.Tensor) -> Closure:
+        """The same closure on other inputs (e.g. with a NaN), same targets."""
+        return Closure(self.model, self.optimizer, X, self.Y, self.loss_fn, self.takes_batch)
+
+
+def make_closure(
+    model: nn.Module, optimizer: torch.optim.Optimizer, X: torch.Tensor, Y: torch.Tensor
+) -> Closure:
+    """A plain closure (F.mse_loss) for an optimizer built without the model (torch's, in tests)."""
+    return Closure(model, optimizer, X, Y)
 
 
 @torch.no_grad()
@@ -73,9 +101,10 @@ def loss_at(model: nn.Module, X: torch.Tensor, Y: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(model(X), Y)
 
 
-def run(optimizer: torch.optim.Optimizer, closure: Callable[[], torch.Tensor], steps: int) -> list[Any]:
-    """``steps`` calls of ``optimizer.step(closure)``; returns what each call returned."""
-    return [optimizer.step(closure) for _ in range(steps)]
+def run(optimizer: torch.optim.Optimizer, closure: Closure, steps: int) -> list[Any]:
+    """``steps`` steps of ``optimizer`` on the closure's batch; returns what each step returned."""
+    assert closure.optimizer is optimizer, "the closure belongs to another optimizer"
+    return [closure.step() for _ in range(steps)]
 
 
 def snapshot(params: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -22,7 +22,6 @@ from .harness import (
     assert_tree_equal,
     iter_tensors,
     loss_at,
-    make_closure,
     make_data,
     make_linear,
     make_mlp,
@@ -37,8 +36,8 @@ F64 = torch.float64
 def _setup(case: OptimizerCase, dtype=F64, params=None, seed=1, **overrides):
     model = make_mlp(dtype, seed=seed)
     X, Y = make_data(dtype)
-    opt = case.make(list(model.parameters()) if params is None else params(model), **overrides)
-    return model, opt, make_closure(model, opt, X, Y), (X, Y)
+    opt, closure = case.setup(model, X, Y, None if params is None else params(model), **overrides)
+    return model, opt, closure, (X, Y)
 
 
 def _check_state_placement(case: OptimizerCase, opt: torch.optim.Optimizer, dtype, device) -> None:
@@ -102,9 +101,9 @@ def test_state_dict_resume_is_bit_for_bit(case: OptimizerCase, via: str) -> None
     # A fresh model (different initial values, overwritten by the checkpoint) and a fresh optimizer.
     model_c = make_mlp(F64, seed=7)
     model_c.load_state_dict(checkpoint["model"])
-    opt_c = case.make(list(model_c.parameters()))
+    opt_c, closure_c = case.setup(model_c, *data)
     opt_c.load_state_dict(checkpoint["optim"])
-    losses_c = run(opt_c, make_closure(model_c, opt_c, *data), m)
+    losses_c = run(opt_c, closure_c, m)
 
     for i, (a, c) in enumerate(zip(losses_a, losses_b + losses_c, strict=True)):
         assert torch.equal(torch.as_tensor(a), torch.as_tensor(c)), f"step {i}: loss {a} vs resumed {c}"
@@ -154,16 +153,17 @@ def test_two_groups_equal_one_group(case: OptimizerCase) -> None:
 @each_case
 def test_per_group_hyperparameter(case: OptimizerCase) -> None:
     model = make_mlp(F64)
+    X, Y = make_data(F64)
     if case.group_hparam is None:
         name, v0, v1 = case.shared_hparam
         with pytest.raises(ValueError, match=re.escape(name)):
-            case.make(_two_groups(model, {name: v0}, {name: v1}))
+            case.setup(model, X, Y, _two_groups(model, {name: v0}, {name: v1}))
         return
-    X, Y = make_data(F64)
-    opt = case.make(_two_groups(model, extra1={case.group_hparam: case.group_hparam_off}))
+    groups = _two_groups(model, extra1={case.group_hparam: case.group_hparam_off})
+    opt, closure = case.setup(model, X, Y, groups)
     assert opt.param_groups[1][case.group_hparam] == case.group_hparam_off
     before = snapshot(model.parameters())
-    run(opt, make_closure(model, opt, X, Y), 3)
+    run(opt, closure, 3)
     moved, frozen = list(model[0].parameters()), list(model[2].parameters())
     assert all(not torch.equal(p, p0) for p, p0 in zip(moved, before[: len(moved)], strict=True))
     assert_params_equal(frozen, before[len(moved) :], f"parameter of the {case.group_hparam}-off group")
@@ -177,13 +177,14 @@ def test_per_group_hyperparameter(case: OptimizerCase) -> None:
 def test_parameter_without_gradient_is_skipped(case: OptimizerCase) -> None:
     """A parameter outside the loss (grad None), placed between used ones: unchanged, and the used
     parameters follow the same trajectory as without it."""
+    _require(case, "unused_parameter")
     model = make_mlp(F64)
     unused = torch.nn.Parameter(torch.linspace(-1, 1, 5, dtype=F64))
     first, last = model[0], model[2]
     params = [*first.parameters(), unused, *last.parameters()]
     X, Y = make_data(F64)
-    opt = case.make(params)
-    run(opt, make_closure(model, opt, X, Y), 3)
+    opt, closure = case.setup(model, X, Y, params)
+    run(opt, closure, 3)
     assert unused.grad is None
     assert torch.equal(unused, torch.linspace(-1, 1, 5, dtype=F64))
     for path, t in iter_tensors(opt.state.get(unused, {}), "state[unused]"):
@@ -197,19 +198,23 @@ def test_parameter_without_gradient_is_skipped(case: OptimizerCase) -> None:
 
 
 # ---------------------------------------------------------------------------- 5. non-finite input
-def _bad_closure(model, opt, X, Y, kind: str):
-    """A closure whose loss is nan (gradients finite), or whose first parameter's gradient holds an inf."""
-    good = make_closure(model, opt, X, Y)
+def _bad_step(closure, kind: str):
+    """One step on a closure whose loss is nan (gradients finite), or whose first parameter's gradient holds
+    an inf; optimizers that take the batch get a nan input instead (their loss is then nan)."""
+    if closure.takes_batch:
+        X = closure.X.clone()
+        X[0, 0] = float("nan")
+        return closure.with_inputs(X).step()
 
-    def closure():
-        loss = good()
+    def bad():
+        loss = closure()
         if kind == "nan_loss":
             return loss.detach() * float("nan")
         with torch.no_grad():
-            next(model.parameters()).grad[0, 0] = float("inf")
+            next(closure.model.parameters()).grad[0, 0] = float("inf")
         return loss
 
-    return closure
+    return closure.optimizer.step(bad)
 
 
 NONFINITE_KINDS = ["nan_loss", "inf_grad"]
@@ -226,6 +231,8 @@ def test_nonfinite_step_is_skipped(case: OptimizerCase, kind: str, k: int, reque
         request.applymarker(pytest.mark.xfail(raises=AssertionError, strict=True, reason=reason))
     if k > 0:
         _require(case, "nonfinite_after_steps")
+    if kind == "inf_grad":
+        _require(case, "nonfinite_gradient")
     m = 2
     reference, opt_r, closure_r, _ = _setup(case)
     run(opt_r, closure_r, k + m)
@@ -234,7 +241,7 @@ def test_nonfinite_step_is_skipped(case: OptimizerCase, kind: str, k: int, reque
     run(opt, closure, k)
     params_before = snapshot(model.parameters())
     state_before = copy.deepcopy(opt.state_dict())
-    returned = opt.step(_bad_closure(model, opt, X, Y, kind))
+    returned = _bad_step(closure, kind)
 
     assert_params_equal(list(model.parameters()), params_before, "parameter after a skipped step")
     state_after = copy.deepcopy(opt.state_dict())
@@ -258,6 +265,8 @@ def test_nonfinite_raise_policy(case: OptimizerCase, kind: str, k: int) -> None:
     _require(case, "nonfinite_raise")
     if k > 0:
         _require(case, "nonfinite_after_steps")
+    if kind == "inf_grad":
+        _require(case, "nonfinite_gradient")
     m = 2
     reference, opt_r, closure_r, _ = _setup(case, nonfinite="raise")
     run(opt_r, closure_r, k + m)
@@ -267,7 +276,7 @@ def test_nonfinite_raise_policy(case: OptimizerCase, kind: str, k: int) -> None:
     params_before = snapshot(model.parameters())
     state_before = copy.deepcopy(opt.state_dict())
     with pytest.raises(FloatingPointError):
-        opt.step(_bad_closure(model, opt, X, Y, kind))
+        _bad_step(closure, kind)
     assert_params_equal(list(model.parameters()), params_before, "parameter after a refused step")
     if k > 0:
         assert_tree_equal(copy.deepcopy(opt.state_dict()), state_before, "state_dict")
@@ -282,7 +291,7 @@ INVALID = [(case, kwargs, arg) for case in CASES for kwargs, arg in case.invalid
 @pytest.mark.parametrize(("case", "kwargs", "arg"), INVALID, ids=[f"{c.name}-{k}" for c, k, _ in INVALID])
 def test_invalid_hyperparameter_raises(case: OptimizerCase, kwargs: dict, arg: str) -> None:
     with pytest.raises(ValueError, match=re.escape(arg)):
-        case.make(list(make_mlp(F64).parameters()), **kwargs)
+        case.setup(make_mlp(F64), *make_data(F64), **kwargs)
 
 
 # ---------------------------------------------------------------------------- 7. step returns the loss
@@ -291,6 +300,12 @@ def test_step_returns_first_closure_loss(case: OptimizerCase) -> None:
     """``step(closure)`` returns the loss of the closure's first evaluation, at the parameters before the
     step (as ``torch.optim.LBFGS``); multi-evaluation methods may call the closure again afterwards."""
     model, opt, closure, (X, Y) = _setup(case)
+    if closure.takes_batch:  # step(inputs, targets) returns the loss at the starting point
+        for _ in range(2):
+            expected = loss_at(model, X, Y)
+            returned = closure.step()
+            assert isinstance(returned, torch.Tensor) and torch.equal(returned.detach(), expected)
+        return
     for _ in range(2):
         expected = loss_at(model, X, Y)
         calls: list[torch.Tensor] = []
@@ -311,7 +326,10 @@ def test_step_returns_first_closure_loss(case: OptimizerCase) -> None:
 def test_step_without_closure(case: OptimizerCase) -> None:
     model, opt, closure, _ = _setup(case)
     closure()
-    if case.needs_closure:
+    if closure.takes_batch:
+        with pytest.raises(TypeError, match="inputs"):
+            opt.step()
+    elif case.needs_closure:
         with pytest.raises((TypeError, ValueError), match="closure"):
             opt.step()
     else:
@@ -336,8 +354,8 @@ def test_state_follows_parameters_to_cuda(case: OptimizerCase) -> None:
 
     model = make_mlp(F64).cuda()
     X, Y = (t.cuda() for t in make_data(F64))
-    opt = case.make(list(model.parameters()))
-    run(opt, make_closure(model, opt, X, Y), 3)
+    opt, closure = case.setup(model, X, Y)
+    run(opt, closure, 3)
     assert all(p.is_cuda for p in model.parameters())
     _check_state_placement(case, opt, F64, model[0].weight.device)
     for p, q in zip(model.parameters(), cpu_model.parameters(), strict=True):
@@ -361,8 +379,8 @@ def test_zero_grad_sets_none_by_default(case: OptimizerCase) -> None:
 def test_loss_decreases_on_convex_least_squares(case: OptimizerCase) -> None:
     model = make_linear(F64)
     X, Y = make_data(F64, in_features=LINEAR_IN, seed=3)
-    opt = case.make(list(model.parameters()))
+    opt, closure = case.setup(model, X, Y)
     initial = loss_at(model, X, Y)
-    run(opt, make_closure(model, opt, X, Y), case.decrease_steps)
+    run(opt, closure, case.decrease_steps)
     final = loss_at(model, X, Y)
     assert final <= case.decrease_factor * initial, f"loss {float(initial):.4g} -> {float(final):.4g}"

@@ -16,7 +16,7 @@ import torch.multiprocessing as mp
 
 from .cases import CASES, case_ids
 from .ddp_worker import WORLD_SIZE, train_rank
-from .harness import make_closure, make_data, make_mlp, run
+from .harness import make_data, make_mlp, run
 
 pytestmark = [
     pytest.mark.ddp,
@@ -35,8 +35,8 @@ DDP_CASES = [c for c in CASES if c.supports_ddp]
 def _single_process(case) -> list[torch.Tensor]:
     model = make_mlp(torch.float64)
     X, Y = make_data(torch.float64)
-    opt = case.make(list(model.parameters()))
-    run(opt, make_closure(model, opt, X, Y), STEPS)
+    opt, closure = case.setup(model, X, Y)
+    run(opt, closure, STEPS)
     return [p.detach().clone() for p in model.parameters()]
 
 

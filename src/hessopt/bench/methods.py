@@ -18,7 +18,14 @@ Drives (how one step is taken):
 * ``"hessian"``: the optimizer takes Hutchinson estimates from a double-backward graph
   (``loss.backward(create_graph=True)`` every ``update_period`` steps, a plain ``backward()`` otherwise;
   AdaHessian, SophiaH); each estimate costs ``num_samples`` Hessian-vector products.
+* ``"batch"``: the optimizer evaluates the model and the loss itself, ``loss = opt.step(inputs, targets)``
+  (Hessian-free: its curvature products need both); its factory takes the model and the loss on outputs.
 * ``"scipy"``: not a torch optimizer; the test-function suite drives ``scipy.optimize.minimize``.
+
+Methods with ``needs_model`` are built as ``factory(params, config, model=model, loss_fn=loss_fn)``, where
+``loss_fn`` is the loss on the model's outputs (an ``nn.Module`` such as ``nn.CrossEntropyLoss()``) that the
+runner then uses for every loss it computes (HesScale's hooks watch that module). They run only on problems
+whose loss is such a module of the outputs.
 
 Coupling (what may be batched): ``"element"`` (each coordinate's update depends only on its own history:
 n starts may run as the rows of one ``(n, dim)`` tensor), ``"tensor"`` (per parameter tensor: one
@@ -36,7 +43,15 @@ from typing import Any
 import torch
 
 from hessopt._registry import Registry
-from hessopt.optim import BFGS, DUDA_DOGR, DUDA_SUBSPACE_OGR, OGR, DiagOGR, SubspaceOGR
+from hessopt.optim import (
+    BFGS,
+    DUDA_DOGR,
+    DUDA_SUBSPACE_OGR,
+    OGR,
+    BlockDiagonalHessianFree,
+    DiagOGR,
+    SubspaceOGR,
+)
 
 __all__ = [
     "COUPLINGS",
@@ -54,7 +69,7 @@ __all__ = [
     "register",
 ]
 
-DRIVES = ("gradient", "closure", "hessian", "scipy")
+DRIVES = ("gradient", "closure", "hessian", "batch", "scipy")
 COUPLINGS = ("element", "tensor", "all")
 SUITES = ("functions", "nn")
 GRIDS = ("full", "quick")
@@ -203,6 +218,7 @@ class Method:
         max_params: the method runs only on problems with at most this many parameters.
         requires: an optional package the factory imports (skipped with a message when absent).
         contract: the contract-battery cases of this method (empty: not in the battery).
+        needs_model: the factory takes ``model=`` and ``loss_fn=`` (implied by ``drive="batch"``).
         distributed_note: why the method cannot train under DistributedDataParallel; empty when it can
             (``hessopt train`` under torchrun refuses it with this reason).
     """
@@ -218,9 +234,12 @@ class Method:
     max_params: int | None = None
     requires: str | None = None
     contract: Sequence[Contract] = ()
+    needs_model: bool = False
     distributed_note: str = ""
 
     def __post_init__(self) -> None:
+        if self.drive == "batch":
+            object.__setattr__(self, "needs_model", True)
         if not self.name or not isinstance(self.name, str):
             raise ValueError(f"name must be a non-empty string, got {self.name!r}")
         if self.drive not in DRIVES:
@@ -291,6 +310,30 @@ class Method:
     def distributed(self) -> bool:
         """Whether the method trains correctly under DistributedDataParallel."""
         return not self.distributed_note
+
+    def build(
+        self,
+        params: Sequence[Any],
+        config: Mapping[str, Any],
+        *,
+        model: torch.nn.Module | None = None,
+        loss_fn: torch.nn.Module | None = None,
+    ) -> torch.optim.Optimizer:
+        """The optimizer over ``params`` (see :meth:`SuiteMethod.build`)."""
+        if self.factory is None:
+            raise TypeError(
+                f"method {self.name!r} is driven by scipy, not a torch optimizer; it has no build()"
+            )
+        missing = self.missing_requirement()
+        if missing:
+            raise RuntimeError(missing)
+        if not self.needs_model:
+            return self.factory(list(params), config)
+        if model is None or loss_fn is None:
+            raise TypeError(
+                f"method {self.name!r} needs the model and the loss on its outputs (model=, loss_fn=)"
+            )
+        return self.factory(list(params), config, model=model, loss_fn=loss_fn)
 
     def needs_closure(self, case: Contract) -> bool:
         """Whether the contract case ``case`` of this method requires a closure in ``step()``."""
@@ -365,29 +408,32 @@ class SuiteMethod:
             )
         return {**self.hyper, **{k: float(v) for k, v in tuned.items()}}
 
-    def build(self, params: Sequence[Any], config: Mapping[str, Any]) -> torch.optim.Optimizer:
+    def build(
+        self,
+        params: Sequence[Any],
+        config: Mapping[str, Any],
+        *,
+        model: torch.nn.Module | None = None,
+        loss_fn: torch.nn.Module | None = None,
+    ) -> torch.optim.Optimizer:
         """The optimizer over ``params`` for a configuration from :meth:`config`.
 
         Args:
             params: tensors or param-group dicts (groups may override tuned values: a suite runs a grid of
                 step sizes of an elementwise method in one optimizer that way).
             config: the configuration.
+            model: the model (passed to methods with ``needs_model``).
+            loss_fn: the loss module on the model's outputs (likewise).
 
         Returns:
             The optimizer.
 
         Raises:
-            TypeError: for a ``"scipy"`` method, which has no torch optimizer.
+            TypeError: for a ``"scipy"`` method, which has no torch optimizer, or a method that needs the
+                model built without one.
             RuntimeError: when a required package is missing.
         """
-        if self.method.factory is None:
-            raise TypeError(
-                f"method {self.name!r} is driven by scipy, not a torch optimizer; it has no build()"
-            )
-        missing = self.method.missing_requirement()
-        if missing:
-            raise RuntimeError(missing)
-        return self.method.factory(list(params), config)
+        return self.method.build(params, config, model=model, loss_fn=loss_fn)
 
     def missing_requirement(self) -> str | None:
         """None when runnable, else why not and the fix."""
@@ -487,6 +533,16 @@ def _muon(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimize
         g for g in ({"params": hidden, "use_muon": True}, {"params": rest, "use_muon": False}) if g["params"]
     ]
     return pytorch_optimizer.Muon(groups, **{**cfg, "adamw_betas": tuple(cfg["adamw_betas"])})
+
+
+def _hessian_free(blocks: str) -> Callable[..., torch.optim.Optimizer]:
+    def factory(
+        params: Sequence[Any], cfg: Mapping[str, Any], *, model: torch.nn.Module, loss_fn: torch.nn.Module
+    ) -> torch.optim.Optimizer:
+        return BlockDiagonalHessianFree(params, model=model, loss_fn=loss_fn, blocks=blocks, **cfg)
+
+    factory.__name__ = f"build_hessian_free_{blocks}"
+    return factory
 
 
 def _pytorch_optimizer(class_name: str) -> Factory:
@@ -1034,5 +1090,63 @@ register(
             )
         },
         requires="pytorch_optimizer",
+    )
+)
+_HF_NOT_APPLICABLE = {
+    "closure_called_first": "step(inputs, targets) takes the batch, not a closure",
+    "nonfinite_gradient": "the optimizer computes its gradients itself: an inf cannot be injected",
+    "unused_parameter": "parameters must belong to the model (refused at construction; tested on its own)",
+}
+_HF_NN = Setting(
+    hyper={"cg_max_iterations": 50},
+    tune={"damping": (1e-3, 1e-2, 1e-1, 1.0)},
+    quick_tune={"damping": (1e-2, 1.0)},
+    note="CG capped at 50 iterations per step (Martens' 250 makes one step cost seconds on a CPU); the "
+    "initial Levenberg-Marquardt damping tuned on 1e-3..1",
+)
+register(
+    Method(
+        "hf",
+        "HF",
+        "hessopt HessianFree (Martens, ICML 2010; docs/algorithms/hessian-free.md): one damped Gauss-Newton "
+        "system over all parameters solved by truncated CG (Martens' stopping rule, warm start 0.95, CG "
+        "backtracking), Levenberg-Marquardt damping on the undamped model, Armijo line search; curvature on "
+        "the first quarter of each batch",
+        "batch",
+        _hessian_free("single"),
+        suites={"nn": _HF_NN},
+        contract=(
+            Contract(
+                # a few CG iterations: near CG's convergence on this tiny system the rounding of DDP's
+                # two-way average grows to ~1e-3 in 20 iterations (1e-11 in 5)
+                hyper={"cg_max_iterations": 5, "damping": 1e-2, "curvature_fraction": 1.0},
+                shared_hparam=("lr", 1.0, 0.5),
+                ddp_atol=1e-8,
+                invalid=(({"damping": -1.0}, "damping"), ({"curvature_fraction": 0.0}, "curvature_fraction")),
+                not_applicable=_HF_NOT_APPLICABLE,
+            ),
+        ),
+    )
+)
+register(
+    Method(
+        "bdhf",
+        "BDHF",
+        "hessopt BlockDiagonalHessianFree (Zhang et al., arXiv:1712.07296; docs/algorithms/hessian-free.md): "
+        "Hessian-free with the Gauss-Newton matrix restricted to one block per layer, all blocks solved by "
+        "CG in lock step; otherwise as hf",
+        "batch",
+        _hessian_free("layers"),
+        suites={"nn": _HF_NN},
+        contract=(
+            Contract(
+                # a few CG iterations: near CG's convergence on this tiny system the rounding of DDP's
+                # two-way average grows to ~1e-3 in 20 iterations (1e-11 in 5)
+                hyper={"cg_max_iterations": 5, "damping": 1e-2, "curvature_fraction": 1.0},
+                shared_hparam=("lr", 1.0, 0.5),
+                ddp_atol=1e-8,
+                not_applicable=_HF_NOT_APPLICABLE,
+            ),
+        ),
     )
 )

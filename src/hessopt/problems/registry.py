@@ -410,6 +410,24 @@ class Problem:
             return per_sample.sum()
         return out.sum()
 
+    def criterion(self) -> nn.Module | None:
+        """The training loss as a module of the model's outputs and :meth:`targets`, or None.
+
+        ``nn.CrossEntropyLoss()`` for classifiers and ``nn.BCEWithLogitsLoss()`` against the flattened
+        inputs for the autoencoder (both mean-reduced, so they equal :meth:`loss_fn`); None for the noisy
+        quadratic, whose loss is part of its model. Optimizers that need the loss on outputs (curvature
+        products, HesScale's exact last-layer seeds) use it.
+        """
+        if self.loss == "cross_entropy":
+            return nn.CrossEntropyLoss()
+        if self.loss == "bce_reconstruction":
+            return nn.BCEWithLogitsLoss()
+        return None
+
+    def targets(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The targets :meth:`criterion` compares the outputs with: the labels, or the flattened inputs."""
+        return x.flatten(1) if self.loss == "bce_reconstruction" else y
+
     def loss_fn(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Training loss on a batch: the mean over its samples (pixels too, for the autoencoder)."""
         return self._loss_sum(model(x), x, y) / x.shape[0]

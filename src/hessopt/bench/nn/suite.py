@@ -308,6 +308,12 @@ def run_one(
             f"method {method.name!r} runs only on problems with <= {method.max_params} parameters; "
             f"{problem.name!r} has {num_params}"
         )
+    criterion = problem.criterion() if method.method.needs_model else None
+    if method.method.needs_model and criterion is None:
+        raise ValueError(
+            f"method {method.name!r} needs the loss as a function of the model's outputs; problem "
+            f"{problem.name!r} computes its loss inside its model"
+        )
     period, probes = method.hessian_period(hyper), method.probes(hyper)
 
     metrics: list[tuple[int, str, float]] = []
@@ -360,7 +366,7 @@ def run_one(
         perm = torch.empty(0, dtype=torch.int64)
         share = problem.batch_size // world
         try:
-            opt = method.build(params, hyper)
+            opt = method.build(params, hyper, model=trained, loss_fn=criterion)
             for step in range(total + 1):
                 if step in eval_at and not evaluate(model, step):
                     stop, diverged_step = "diverged", step
@@ -380,7 +386,9 @@ def run_one(
                 xb, yb = x_tr[idx], y_tr[idx]
                 _synchronize(device)
                 t0 = time.perf_counter()
-                loss = drive_step(method, opt, problem, trained, params, xb, yb, step, period, state)
+                loss = drive_step(
+                    method, opt, problem, trained, params, xb, yb, step, period, state, criterion
+                )
                 _synchronize(device)
                 dt = time.perf_counter() - t0
                 step_times.append(dt)
@@ -453,26 +461,53 @@ def drive_step(
     step: int,
     period: int,
     state: dict[str, Any],
+    criterion: torch.nn.Module | None = None,
 ) -> torch.Tensor:
-    """One optimizer step of ``method`` on a mini-batch.
+    """One optimizer step of ``method`` on a mini-batch, as its drive says (:mod:`hessopt.bench.methods`).
 
-    One optimizer step of ``method``'s kind on the batch (see :mod:`hessopt.bench.methods` for the
-    kinds); returns the batch loss at the start point. ``step`` and ``period`` decide whether a "hessian"
-    method gets a double-backward graph this step; ``state["grad_evals"]`` counts gradient evaluations.
+    Args:
+        method: the method.
+        opt: its optimizer.
+        problem: the problem.
+        model: the model (the DistributedDataParallel wrapper under DDP).
+        params: the trained parameters.
+        xb: the batch's inputs.
+        yb: the batch's labels.
+        step: the step's index (a ``"hessian"`` method gets a double-backward graph every ``period``).
+        period: steps between two Hutchinson estimates.
+        state: the run's counters: ``grad_evals`` (forward-backward passes) and ``curvature_calls``
+            (Hessian-vector or curvature products, for methods that report them).
+        criterion: the loss module on the outputs for methods with ``needs_model`` (else the problem's
+            loss).
+
+    Returns:
+        The batch loss at the start point.
     """
+
+    def batch_loss() -> torch.Tensor:
+        if criterion is None:
+            return problem.loss_fn(model, xb, yb)
+        return criterion(model(xb), problem.targets(xb, yb))
+
+    if method.drive == "batch":
+        loss = opt.step(xb, problem.targets(xb, yb))
+        report = getattr(opt, "last_step", None) or {}
+        state["grad_evals"] += 1 + int(report.get("loss_evaluations", 0))
+        state["curvature_calls"] += int(sum(report.get("cg_iterations", ())))
+        return loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(loss)
     if method.drive == "closure":
 
         def closure() -> torch.Tensor:
             state["grad_evals"] += 1
             opt.zero_grad(set_to_none=True)
-            value = problem.loss_fn(model, xb, yb)
+            value = batch_loss()
             value.backward()
             return value
 
         loss = opt.step(closure)
         return loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(loss)
     opt.zero_grad(set_to_none=True)
-    loss = problem.loss_fn(model, xb, yb)
+    loss = batch_loss()
     state["grad_evals"] += 1
     if method.drive == "hessian":
         loss.backward(create_graph=step % period == 0)
@@ -523,7 +558,7 @@ class SuiteOutcome:
     ``planned``: runs of this shard (tuning + evaluation); ``skipped``: of those, already stored;
     ``held``: of those, claimed by another live process (not run here; ``holders`` says which);
     ``skips``: what of the suite cannot run here (also recorded in the store's notes, except the
-    ``"size"`` ones); ``notes``: those and other remarks, as text.
+    ``"design"`` ones); ``notes``: those and other remarks, as text.
     """
 
     planned: int = 0
@@ -571,8 +606,8 @@ class Skip:
 
     Attributes:
         kind: ``"data"`` (a problem's data set is missing), ``"package"`` (a method's package is not
-            installed) or ``"size"`` (the method does not apply to the problem's parameter count: by
-            design, e.g. BFGS's dense matrix).
+            installed) or ``"design"`` (the method does not apply to the problem by design: BFGS's dense
+            matrix and its parameter limit, a method that needs the loss on the model's outputs).
         problem: the problem left out ("" for every problem).
         method: the method left out ("" for every method).
         reason: what is missing and the fix.
@@ -607,17 +642,15 @@ def skips(suite: NNSuite) -> list[Skip]:
         problem = get_problem(pname)
         for mname in suite.methods:
             method = suite.method(mname)
-            if pname in absent or mname in absent or method.applies_to(problem.num_parameters()):
+            if pname in absent or mname in absent:
                 continue
-            out.append(
-                Skip(
-                    "size",
-                    pname,
-                    mname,
-                    f"{mname} on {pname}: {problem.num_parameters():,} parameters exceed its limit "
-                    f"of {method.max_params:,}",
-                )
-            )
+            if not method.applies_to(problem.num_parameters()):
+                why = f"{problem.num_parameters():,} parameters exceed its limit of {method.max_params:,}"
+            elif method.method.needs_model and problem.criterion() is None:
+                why = "it needs the loss on the model's outputs; this problem computes it inside its model"
+            else:
+                continue
+            out.append(Skip("design", pname, mname, f"{mname} on {pname}: {why}"))
     return out
 
 
@@ -696,7 +729,7 @@ def run_suite(
     if command is not None:
         store.record_invocation(suite.name, command, invocation_environment(workers))
     for skip in left_out:
-        if skip.kind != "size":  # the size limits are the protocol's, not something missing here
+        if skip.kind != "design":  # the protocol's choices, not something missing here
             store.add_note(suite.name, skip.reason, problem=skip.problem, method=skip.method)
     try:
         _run_pairs(store, suite, pairs, shard, workers, progress, outcome, executor, address, device)

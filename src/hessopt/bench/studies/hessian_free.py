@@ -34,17 +34,19 @@ cores); ``Config()`` the full protocol (hours on a CPU).
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from hessopt.optim import BlockDiagonalHessianFree, HessianFree
+from hessopt.bench.methods import get_method
 from hessopt.problems import data as data_mod
 from hessopt.problems import models
 
@@ -190,7 +192,7 @@ class Config:
         seeds: model-initialisation and batch-order seeds; None: (0, 1, 2) for the full protocol, (0,) for
             the quick one.
         curvature_fractions: curvature fractions of BDHF and HF.
-        methods: any of ``"bdhf"``, ``"hf"``, ``"adam"``.
+        methods: any of ``"bdhf"``, ``"hf"``, ``"adam"`` (registry names of :mod:`hessopt.bench.methods`).
         batch_sizes: gradient-batch sizes; None uses each experiment's own (two sizes in the full protocol).
         hf_steps: outer steps of BDHF/HF; None uses each experiment's.
         adam_steps: Adam steps; None uses each experiment's.
@@ -281,11 +283,11 @@ def _one_run(
 ) -> dict[str, Any]:
     model = protocol.build(seed)
     loss_fn = _loss_fn(protocol.loss)
-    if method == "adam":
-        opt = torch.optim.Adam(model.parameters(), lr=setting)
-    else:
-        cls = BlockDiagonalHessianFree if method == "bdhf" else HessianFree
-        opt = cls(model, loss_fn=loss_fn, curvature_fraction=setting, **options)
+    registered = get_method(method)  # "bdhf", "hf", "adam": the registry's, with this study's settings
+    settings = {"lr": setting} if method == "adam" else {"curvature_fraction": setting, **options}
+    opt = registered.build(
+        list(model.parameters()), {**registered.hyper, **settings}, model=model, loss_fn=loss_fn
+    )
     gen = torch.Generator().manual_seed(seed)
     n = split.x_train.shape[0]
     first = torch.randint(0, n, (batch_size,), generator=torch.Generator().manual_seed(seed))
@@ -450,3 +452,116 @@ def summarize(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def _setting(record: dict[str, Any]) -> str:
+    if record["method"] == "adam":
+        return f"adam lr {record['lr']:g}"
+    return f"{record['method']} c {record['curvature_fraction']:g}"
+
+
+def _figures(records: list[dict[str, Any]], out: Path) -> list[str]:
+    """Figures per experiment and batch size (first seed of every configuration).
+
+    Training loss against outer steps, forward-pass equivalents and wall-clock; the damping trajectory.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    names = []
+    for experiment, batch in sorted({(r["experiment"], r["batch_size"]) for r in records}):
+        runs = [r for r in records if (r["experiment"], r["batch_size"]) == (experiment, batch)]
+        first_seed = min(r["seed"] for r in runs)
+        runs = [r for r in runs if r["seed"] == first_seed]
+        fig = Figure(figsize=(16, 3.6))
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, 4)
+        for r in runs:
+            rows = [row for row in r["steps"] if "train_loss" in row]
+            label = _setting(r)
+            for ax, x in zip(axes[:3], ("step", "fpe", "wall_s"), strict=True):
+                ax.plot([row[x] for row in rows], [row["train_loss"] for row in rows], label=label)
+            damping = [(row["step"], row["damping"]) for row in r["steps"] if row.get("damping") is not None]
+            if damping:
+                axes[3].plot(*zip(*damping, strict=True), label=label)
+        for ax, xlabel in zip(
+            axes, ("outer step", "forward-pass equivalents", "seconds", "outer step"), strict=True
+        ):
+            ax.set_xlabel(xlabel)
+            ax.set_yscale("log")
+        axes[0].set_ylabel("training loss")
+        axes[3].set_ylabel("damping λ")
+        axes[0].legend(fontsize=7)
+        fig.suptitle(f"{experiment}, gradient batch {batch} (seed {first_seed})")
+        fig.tight_layout()
+        name = f"hf_{experiment}_b{batch}.png"
+        fig.savefig(out / name, dpi=90)
+        names.append(name)
+    return names
+
+
+def markdown(records: list[dict[str, Any]], figures: list[str], command: str) -> str:
+    """The report fragment: the :func:`summarize` table, CG iterations per block, and the figures."""
+    lines = [
+        "# Hessian-free and block-diagonal Hessian-free",
+        "",
+        f"`{command}` (`hessopt.bench.studies.hessian_free`): BDHF (one block per layer) and HF (one block) "
+        "at curvature fractions c of the same gradient batch, against Adam at each learning rate of a small "
+        "grid. Target: the best Adam configuration's mean final training loss; time to target: mean "
+        "wall-clock of the seeds that reached it [reached/seeds].",
+        "",
+        "| experiment | batch | method | steps | final train loss | final test loss | seconds | time to "
+        "target |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summarize(records):
+        setting = f"lr {row['setting']:g}" if row["method"] == "adam" else f"c {row['setting']:g}"
+        ttt = (
+            "-"
+            if row["target"] is None
+            else (
+                f"{row['time_to_target_s']:.2f} s [{row['reached']}/{row['seeds']}]"
+                if row["reached"]
+                else f"not reached [0/{row['seeds']}]"
+            )
+        )
+        lines.append(
+            f"| {row['experiment']} | {row['batch_size']} | {row['method']} {setting} | {row['steps']} | "
+            f"{row['final_train_loss']:.4g} | {row['final_test_loss']:.4g} | {row['wall_s']:.1f} | {ttt} |"
+        )
+    lines += ["", "CG iterations per block per outer step (median over steps and seeds):", ""]
+    for r in records:
+        if r["method"] == "adam" or r["seed"] != min(x["seed"] for x in records):
+            continue
+        per_block = [row["cg_iterations"] for row in r["steps"] if row.get("cg_iterations")]
+        if per_block:
+            medians = [statistics.median(col) for col in zip(*per_block, strict=True)]
+            lines.append(
+                f"- {r['experiment']} (batch {r['batch_size']}), {_setting(r)}: "
+                + ", ".join(f"{m:g}" for m in medians)
+            )
+    lines.append("")
+    lines += [f"![{name}]({name})" for name in figures]
+    return "\n".join([*lines, ""])
+
+
+def write(config: Config, out_dir: str | Path, *, command: str = "hessopt bench hf") -> dict[str, Any]:
+    """Run the study and write ``hessian_free.json``, its figures and the fragment ``hessian_free.md``.
+
+    Args:
+        config: what to run.
+        out_dir: the study folder (created if missing); ``hessopt report`` appends its fragment.
+        command: the command line quoted in the fragment.
+
+    Returns:
+        ``{"runtime_s", "files", "summary"}``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    records = run(config, progress=lambda text: print(f"hessopt: {text}", flush=True))
+    (out / "hessian_free.json").write_text(json.dumps(records))
+    figures = _figures(records, out)
+    (out / "hessian_free.md").write_text(markdown(records, figures, command))
+    files = ["hessian_free.json", "hessian_free.md", *figures]
+    return {"runtime_s": time.perf_counter() - t0, "files": files, "summary": summarize(records)}

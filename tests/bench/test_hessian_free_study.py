@@ -44,3 +44,24 @@ def test_config_rejects_unknown_names() -> None:
         Config(size="medium")
     with pytest.raises(ValueError, match="methods"):
         Config(methods=("sgd",))
+
+
+def test_write_makes_a_fragment_with_its_figures(tmp_path) -> None:
+    from hessopt.bench.studies.hessian_free import write
+
+    config = Config(
+        size="quick",
+        experiments=("digits_autoencoder",),
+        seeds=(0,),
+        curvature_fractions=(0.25,),
+        hf_steps=2,
+        adam_steps=4,
+        adam_lrs=(1e-2,),
+    )
+    out = write(config, tmp_path, command="hessopt bench hf --quick")
+    text = (tmp_path / "hessian_free.md").read_text()
+    assert "`hessopt bench hf --quick`" in text and "| digits_autoencoder | 64 | hf c 0.25 |" in text
+    assert "- digits_autoencoder (batch 64), bdhf c 0.25:" in text
+    for name in out["files"]:
+        assert (tmp_path / name).is_file()
+    assert "![hf_digits_autoencoder_b64.png](hf_digits_autoencoder_b64.png)" in text
