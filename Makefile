@@ -36,13 +36,15 @@ test: setup lint
 #   hessopt bench ogr-studies          (5 noise seeds, all lattices)
 #   python benchmarks/step_cost.py
 #   hessopt bench nn --suite full      (Fashion-MNIST, after `make data`; ~30 core-hours: --shard i/n
-#                                       on several machines, then `hessopt merge`)
+#                                       on several machines, then `hessopt merge`, or --executor ray)
+#   hessopt bench hf                   (the Hessian-free experiments; hours on a CPU)
 # then `hessopt report` (results/report.md, its PNGs and results/report.html).
 bench: setup
 	$(BIN)/hessopt bench functions --quick
 	$(BIN)/hessopt bench ogr-studies --quick
 	$(BIN)/python benchmarks/step_cost.py --quick
 	$(BIN)/hessopt bench nn
+	$(BIN)/hessopt bench hf --quick
 	$(BIN)/hessopt report
 	@echo "report: results/report.md and results/report.html (full protocols: see the comments above 'bench' in the Makefile)"
 
