@@ -52,7 +52,17 @@ import torch
 
 from hessopt.curvature import flat
 
-from .checks import NONFINITE_POLICIES, check_choice, check_lr_fits_dtype, check_params_real_floating
+from .checks import (
+    NONFINITE_POLICIES,
+    check_choice,
+    check_dense_memory,
+    check_in_range,
+    check_lr_fits_dtype,
+    check_one_dtype_and_device,
+    check_params_real_floating,
+    check_positive_int,
+    check_wolfe_constants,
+)
 
 __all__ = ["HessoptOptimizer"]
 
@@ -84,6 +94,11 @@ class HessoptOptimizer(torch.optim.Optimizer):
     #: For optimizers whose state has one fixed size over all parameters: the flat-state key whose
     #: presence means it is allocated, and what it is; :meth:`add_param_group` then refuses new groups.
     fixed_size_state: ClassVar[tuple[str, str] | None] = None
+    #: True when one flat state spans all parameters, so that they must share one dtype and device.
+    one_dtype_and_device: ClassVar[bool] = False
+    #: For optimizers that keep dense (D, D) matrices: how many at peak; :meth:`check_group` then refuses
+    #: parameters whose matrices would not fit the limits set by :meth:`set_memory_limits`.
+    dense_matrices: ClassVar[int] = 0
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         """Validate the arguments and set up the state (see the class docstring)."""
@@ -105,8 +120,10 @@ class HessoptOptimizer(torch.optim.Optimizer):
     def check_group(self, group: Mapping[str, Any]) -> None:
         """Checks of a whole param group after the per-value checks (override to add; call super()).
 
-        The default refuses parameters that are not real floating-point tensors holding data, and an
-        ``lr`` larger than the parameters' dtype can represent.
+        The default refuses parameters that are not real floating-point tensors holding data, an ``lr``
+        larger than the parameters' dtype can represent, line-search constants with ``c1 >= c2``, and, per
+        :attr:`one_dtype_and_device` and :attr:`dense_matrices`, parameters of mixed dtypes or devices and
+        dense matrices that would not fit in memory.
 
         Args:
             group: the param group with validated values and its ``"params"``.
@@ -115,10 +132,37 @@ class HessoptOptimizer(torch.optim.Optimizer):
             TypeError: parameters of a non-floating dtype.
             ValueError: meta-device parameters, or ``lr`` beyond the dtype's range.
         """
+        name = type(self).__name__
         params = group["params"]
-        check_params_real_floating(params, type(self).__name__)
+        check_params_real_floating(params, name)
         if "lr" in group and params and isinstance(group["lr"], float):
-            check_lr_fits_dtype(group["lr"], params[0].dtype, type(self).__name__)
+            check_lr_fits_dtype(group["lr"], params[0].dtype, name)
+        if "c1" in group and "c2" in group:
+            check_wolfe_constants(group["c1"], group["c2"])
+        if self.one_dtype_and_device or self.dense_matrices:
+            every = self.all_parameters_with(group)
+            check_one_dtype_and_device(every, name)
+            if self.dense_matrices:
+                check_dense_memory(every, matrices=self.dense_matrices, who=name, **self._memory_limits)
+
+    def set_memory_limits(self, max_memory_fraction: Any, memory_limit_bytes: Any) -> None:
+        """Validate and keep the memory limits of a dense optimizer (before ``super().__init__``).
+
+        Args:
+            max_memory_fraction: the fraction of the device's memory the dense matrices may take.
+            memory_limit_bytes: an absolute limit in bytes instead, or None.
+
+        Raises:
+            TypeError, ValueError: naming the argument.
+        """
+        self._memory_limits = {
+            "max_memory_fraction": check_in_range(
+                "max_memory_fraction", max_memory_fraction, 0.0, 1.0, high_open=False
+            ),
+            "memory_limit_bytes": None
+            if memory_limit_bytes is None
+            else check_positive_int("memory_limit_bytes", memory_limit_bytes),
+        }
 
     def all_parameters_with(self, group: Mapping[str, Any]) -> list[torch.Tensor]:
         """Every parameter of the optimizer and of ``group`` (being added or re-validated), each once."""

@@ -8,7 +8,7 @@ This is the baseline of the BFGS-vs-OGR comparison (Przybysz, Kołek, Sobota, Du
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 import torch
@@ -21,12 +21,9 @@ from .base import HessoptOptimizer
 from .checks import (
     check_bool,
     check_choice,
-    check_dense_memory,
     check_in_range,
     check_nonnegative,
-    check_one_dtype_and_device,
     check_positive_int,
-    check_wolfe_constants,
     optional,
 )
 
@@ -151,6 +148,7 @@ class BFGS(HessoptOptimizer):
     }
     uniform_hyperparameters: ClassVar = True
     persistent_attributes: ClassVar = ("_memory_limits",)
+    dense_matrices: ClassVar = _MATRICES_AT_PEAK
     fixed_size_state: ClassVar = ("H", "its matrix")
 
     def __init__(
@@ -172,14 +170,7 @@ class BFGS(HessoptOptimizer):
         nonfinite: str = "skip",
     ) -> None:
         """Validate the arguments and set up the state (see the class docstring)."""
-        self._memory_limits = {
-            "max_memory_fraction": check_in_range(
-                "max_memory_fraction", max_memory_fraction, 0.0, 1.0, high_open=False
-            ),
-            "memory_limit_bytes": None
-            if memory_limit_bytes is None
-            else check_positive_int("memory_limit_bytes", memory_limit_bytes),
-        }
+        self.set_memory_limits(max_memory_fraction, memory_limit_bytes)
         defaults = {
             "lr": lr,
             "line_search": line_search,
@@ -194,23 +185,6 @@ class BFGS(HessoptOptimizer):
             "nonfinite": nonfinite,
         }
         super().__init__(params, defaults)
-
-    # ----------------------------------------------------------------- validation
-    def check_group(self, group: Mapping[str, Any]) -> None:
-        """The base checks, ``c1 < c2``, one dtype and device over all groups, and the memory bound.
-
-        Args:
-            group: the param group being added or re-validated.
-
-        Raises:
-            TypeError, ValueError: naming the problem.
-        """
-        super().check_group(group)
-        check_wolfe_constants(group["c1"], group["c2"])
-        params = self.all_parameters_with(group)
-        check_one_dtype_and_device(params, "BFGS")
-        check_dense_memory(params, matrices=_MATRICES_AT_PEAK, who="BFGS", **self._memory_limits)
-
 
     def flat_state_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shapes of the flat-state slot's tensors (over D parameters)."""

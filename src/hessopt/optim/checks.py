@@ -10,15 +10,18 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
 import torch
 
 from hessopt.curvature import flat
+from hessopt.curvature.regression import MEAN_INITS
 
 __all__ = [
     "NONFINITE_POLICIES",
+    "REGRESSION_CHECKS",
     "check_bool",
     "check_choice",
     "check_cut",
@@ -242,3 +245,30 @@ def check_lr_fits_dtype(lr: float, dtype: torch.dtype, who: str, *, name: str = 
             f"{who}: {name}={lr!r} exceeds the largest {dtype} ({limit:.3g}), so the step cannot be computed "
             f"in the parameters' dtype; use a smaller {name}"
         )
+
+
+def _check_cut(name: str, value: Any) -> float:
+    return check_cut(value)
+
+
+def _check_mean_init(name: str, value: Any) -> str:
+    return check_choice(name, value, MEAN_INITS)
+
+
+#: The checks of the hyper-parameters that every OGR optimizer shares (the regression statistics and the
+#: saddle-free step): OGR, DiagOGR and SubspaceOGR extend this table with their own.
+REGRESSION_CHECKS: Mapping[str, Callable[[str, Any], Any]] = MappingProxyType(
+    {
+        "lr": check_nonnegative,
+        "beta": check_unit_interval,
+        "gamma": check_unit_interval,
+        "div": check_positive,
+        "cut": _check_cut,
+        "sigma0": check_nonnegative,
+        "h_prior": check_finite_real,
+        "mean_init": _check_mean_init,
+        "ridge_rel": optional(check_nonnegative),
+        "ridge_abs": optional(check_nonnegative),
+        "max_step_norm": optional(check_positive),
+    }
+)

@@ -14,17 +14,13 @@ from typing import Any, ClassVar
 import torch
 
 from hessopt.curvature import diagonal as dogr
-from hessopt.curvature.regression import MEAN_INITS, default_ridge
+from hessopt.curvature.regression import default_ridge
 
 from .base import HessoptOptimizer
 from .checks import (
+    REGRESSION_CHECKS,
     check_bool,
-    check_choice,
-    check_cut,
-    check_finite_real,
-    check_nonnegative,
     check_positive,
-    check_unit_interval,
     optional,
 )
 
@@ -147,18 +143,8 @@ class DiagOGR(HessoptOptimizer):
     """
 
     hyperparameter_checks: ClassVar = {
-        "lr": check_nonnegative,
-        "beta": check_unit_interval,
-        "gamma": check_unit_interval,
-        "div": check_positive,
-        "cut": lambda name, v: check_cut(v),
-        "sigma0": check_nonnegative,
-        "h_prior": check_finite_real,
-        "mean_init": lambda name, v: check_choice(name, v, MEAN_INITS),
+        **REGRESSION_CHECKS,
         "corr1": check_bool,
-        "ridge_rel": optional(check_nonnegative),
-        "ridge_abs": optional(check_nonnegative),
-        "max_step_norm": optional(check_positive),
         "max_coord_step": optional(check_positive),
         "fused": _check_fused,
     }

@@ -15,7 +15,6 @@ import torch
 from hessopt.curvature import flat
 from hessopt.curvature.linesearch import along_direction, armijo, strong_wolfe
 from hessopt.curvature.regression import (
-    MEAN_INITS,
     clip_to_norm,
     default_ridge,
     first_means,
@@ -28,19 +27,11 @@ from hessopt.curvature.regression import (
 
 from .base import HessoptOptimizer
 from .checks import (
+    REGRESSION_CHECKS,
     check_bool,
     check_choice,
-    check_cut,
-    check_dense_memory,
-    check_finite_real,
     check_in_range,
-    check_nonnegative,
-    check_one_dtype_and_device,
-    check_positive,
     check_positive_int,
-    check_unit_interval,
-    check_wolfe_constants,
-    optional,
 )
 
 __all__ = ["OGR", "LINE_SEARCHES"]
@@ -126,18 +117,8 @@ class OGR(HessoptOptimizer):
     """
 
     hyperparameter_checks: ClassVar = {
-        "lr": check_nonnegative,
-        "beta": check_unit_interval,
-        "gamma": check_unit_interval,
-        "div": check_positive,
-        "cut": lambda name, v: check_cut(v),
-        "sigma0": check_nonnegative,
-        "h_prior": check_finite_real,
-        "mean_init": lambda name, v: check_choice(name, v, MEAN_INITS),
+        **REGRESSION_CHECKS,
         "corr1": check_bool,
-        "ridge_rel": optional(check_nonnegative),
-        "ridge_abs": optional(check_nonnegative),
-        "max_step_norm": optional(check_positive),
         "line_search": lambda name, v: check_choice(name, v, LINE_SEARCHES),
         "c1": lambda name, v: check_in_range(name, v, 0.0, 1.0),
         "c2": lambda name, v: check_in_range(name, v, 0.0, 1.0),
@@ -145,6 +126,7 @@ class OGR(HessoptOptimizer):
     }
     uniform_hyperparameters: ClassVar = True
     persistent_attributes: ClassVar = ("_memory_limits",)
+    dense_matrices: ClassVar = _MATRICES_AT_PEAK
     fixed_size_state: ClassVar = ("m", "its statistics")
 
     def __init__(
@@ -172,14 +154,7 @@ class OGR(HessoptOptimizer):
         nonfinite: str = "skip",
     ) -> None:
         """Validate the arguments and set up the state (see the class docstring)."""
-        self._memory_limits = {
-            "max_memory_fraction": check_in_range(
-                "max_memory_fraction", max_memory_fraction, 0.0, 1.0, high_open=False
-            ),
-            "memory_limit_bytes": None
-            if memory_limit_bytes is None
-            else check_positive_int("memory_limit_bytes", memory_limit_bytes),
-        }
+        self.set_memory_limits(max_memory_fraction, memory_limit_bytes)
         defaults = {
             "lr": lr,
             "beta": beta,
@@ -200,23 +175,6 @@ class OGR(HessoptOptimizer):
             "nonfinite": nonfinite,
         }
         super().__init__(params, defaults)
-
-    # ----------------------------------------------------------------- validation
-    def check_group(self, group: Mapping[str, Any]) -> None:
-        """The base checks, ``c1 < c2``, one dtype and device over all groups, and the memory bound.
-
-        Args:
-            group: the param group being added or re-validated.
-
-        Raises:
-            TypeError, ValueError: naming the problem.
-        """
-        super().check_group(group)
-        check_wolfe_constants(group["c1"], group["c2"])
-        params = self.all_parameters_with(group)
-        check_one_dtype_and_device(params, "OGR")
-        check_dense_memory(params, matrices=_MATRICES_AT_PEAK, who="OGR", **self._memory_limits)
-
 
     def flat_state_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shapes of the flat-state slot's tensors (over D parameters)."""

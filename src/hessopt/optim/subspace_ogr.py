@@ -14,20 +14,17 @@ import torch
 
 from hessopt.curvature import flat
 from hessopt.curvature import subspace as sub
-from hessopt.curvature.regression import MEAN_INITS, default_ridge, ridge_floor, symmetric_lstsq_hessian
+from hessopt.curvature.regression import default_ridge, ridge_floor, symmetric_lstsq_hessian
 
 from .base import HessoptOptimizer
 from .checks import (
+    REGRESSION_CHECKS,
     check_bool,
     check_choice,
-    check_cut,
-    check_finite_real,
     check_in_range,
     check_nonnegative,
-    check_one_dtype_and_device,
     check_positive,
     check_positive_int,
-    check_unit_interval,
     optional,
 )
 
@@ -140,16 +137,7 @@ class SubspaceOGR(HessoptOptimizer):
     """
 
     hyperparameter_checks: ClassVar = {
-        "lr": check_nonnegative,
-        "beta": check_unit_interval,
-        "gamma": check_unit_interval,
-        "div": check_positive,
-        "cut": lambda name, v: check_cut(v),
-        "sigma0": check_nonnegative,
-        "h_prior": check_finite_real,
-        "mean_init": lambda name, v: check_choice(name, v, MEAN_INITS),
-        "ridge_rel": optional(check_nonnegative),
-        "ridge_abs": optional(check_nonnegative),
+        **REGRESSION_CHECKS,
         "rank": check_positive_int,
         "rotation": lambda name, v: check_choice(name, v, sub.ROTATIONS),
         "rotation_rate": check_nonnegative,
@@ -157,12 +145,12 @@ class SubspaceOGR(HessoptOptimizer):
         "outside": lambda name, v: check_choice(name, v, sub.OUTSIDE_RULES),
         "mix": lambda name, v: check_in_range(name, v, 0.0, 1.0, low_open=False, high_open=False),
         "outside_scale": check_nonnegative,
-        "max_step_norm": optional(check_positive),
         "max_coord_step": optional(check_positive),
         "seed": _check_seed,
     }
     uniform_hyperparameters: ClassVar = True
     fixed_size_state: ClassVar = ("basis_mix", "its basis")
+    one_dtype_and_device: ClassVar = True
 
     def __init__(
         self,
@@ -218,7 +206,7 @@ class SubspaceOGR(HessoptOptimizer):
 
     # ----------------------------------------------------------------- validation and state layout
     def check_group(self, group: Mapping[str, Any]) -> None:
-        """The base checks, one dtype and device, and ``rank`` at most the number of parameters.
+        """The base checks (one dtype and device) and ``rank`` at most the number of parameters.
 
         Args:
             group: the param group being added or re-validated.
@@ -227,12 +215,9 @@ class SubspaceOGR(HessoptOptimizer):
             TypeError, ValueError: naming the problem.
         """
         super().check_group(group)
-        params = self.all_parameters_with(group)
-        check_one_dtype_and_device(params, "SubspaceOGR")
-        total = flat.numel(params)
+        total = flat.numel(self.all_parameters_with(group))
         if group["rank"] > total:
             raise ValueError(f"rank must be at most the number of parameters ({total}), got {group['rank']}")
-
 
     def flat_state_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shapes of the flat-state slot's d×d tensors and generator state."""
