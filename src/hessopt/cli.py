@@ -369,7 +369,7 @@ def _bench_functions(args: argparse.Namespace, command: str) -> int:
     return _finish("", outcome, t0, args.store)
 
 
-def _nn_suite(args: argparse.Namespace) -> NNSuite:
+def _nn_suite(args: argparse.Namespace) -> tuple[NNSuite, list]:
     """The suite the arguments ask for, every name checked, and refused when a part asked for cannot run.
 
     Parts of the default suite that cannot run here (missing data or packages) are warned about;
@@ -408,24 +408,24 @@ def _nn_suite(args: argparse.Namespace) -> NNSuite:
     if not runnable:
         reasons = "; ".join(s.reason for s in left_out)
         raise ValueError(f"nothing of suite {suite.name!r} can run here: {reasons}")
-    for skip in left_out:
-        if skip.kind == "design":
-            print(f"hessopt: {skip}", file=sys.stderr)
-        else:
-            _warn(f"{skip} (the report lists it)")
-    return suite
+    return suite, left_out
 
 
 def _bench_nn(args: argparse.Namespace, command: str) -> int:
     from hessopt.bench.harness.store import ResultStore
     from hessopt.bench.nn import suite as nn_suite
 
-    suite = _nn_suite(args)  # before the store is opened (and perhaps created)
+    suite, left_out = _nn_suite(args)  # before the store is opened (and perhaps created)
     if args.device.startswith("cuda") and not torch_cuda_available():
         raise ValueError("--device cuda: no CUDA device is available here; use --device cpu")
     _check_workers(args.workers)
     t0 = time.perf_counter()
     with ResultStore(args.store) as store:
+        for skip in left_out:  # once the store is known to be usable
+            if skip.kind == "design":
+                print(f"hessopt: {skip}", file=sys.stderr)
+            else:
+                _warn(f"{skip} (the report lists it)")
         outcome = nn_suite.run_suite(
             store,
             suite,

@@ -491,6 +491,14 @@ def methods_in(suite: str) -> list[Method]:
     return [m for m in _REGISTRY.all() if suite in m.suites]
 
 
+def _lr_setting(lo: float, hi: float, *, quick: tuple[float, float]) -> Setting:
+    """The NN suites' usual setting: lr tuned on the half-decade grid ``10**lo..10**hi``, quick a sub-grid."""
+    full = log_grid(lo, hi)
+    return Setting(
+        tune={"lr": full}, quick_tune={"lr": log_grid(*quick)}, note=f"lr tuned on {full[0]:g}..{full[-1]:g}"
+    )
+
+
 # ------------------------------------------------------------------------------------------ factories
 def _hessopt(cls: type[torch.optim.Optimizer]) -> Factory:
     def factory(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
@@ -571,11 +579,7 @@ register(
                 tune={"lr": log_grid(-4, 2)},
                 note="lr tuned on a half-decade grid 1e-4..100 (boxes reach +-500)",
             ),
-            "nn": Setting(
-                tune={"lr": log_grid(-4, -1)},
-                quick_tune={"lr": log_grid(-2.5, -1.5)},
-                note="lr tuned on 1e-4..1e-1",
-            ),
+            "nn": _lr_setting(-4, -1, quick=(-2.5, -1.5)),
         },
         coupling="element",
         contract=(
@@ -606,13 +610,7 @@ register(
         "gradient",
         _adamw,
         hyper={"betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.01},
-        suites={
-            "nn": Setting(
-                tune={"lr": log_grid(-4, -1)},
-                quick_tune={"lr": log_grid(-2.5, -1.5)},
-                note="lr tuned on 1e-4..1e-1",
-            )
-        },
+        suites={"nn": _lr_setting(-4, -1, quick=(-2.5, -1.5))},
         coupling="element",
     )
 )
@@ -629,11 +627,7 @@ register(
                 tune={"lr": log_grid(-8, 0)},
                 note="lr tuned on a half-decade grid 1e-8..1 (Zakharov's quartic term needs tiny steps)",
             ),
-            "nn": Setting(
-                tune={"lr": log_grid(-3, 0)},
-                quick_tune={"lr": log_grid(-2, -0.5)},
-                note="lr tuned on 1e-3..1",
-            ),
+            "nn": _lr_setting(-3, 0, quick=(-2, -0.5)),
         },
         coupling="element",
     )
@@ -947,13 +941,7 @@ register(
             "hessian_distribution": "rademacher",
             "eps": 1e-16,
         },
-        suites={
-            "nn": Setting(
-                tune={"lr": log_grid(-3, 0)},
-                quick_tune={"lr": log_grid(-1.5, -0.5)},
-                note="lr tuned on 1e-3..1",
-            )
-        },
+        suites={"nn": _lr_setting(-3, 0, quick=(-1.5, -0.5))},
         requires="pytorch_optimizer",
         distributed_note="its Hutchinson estimate differentiates the gradient again, and DDP does not "
         "support double backward (pytorch/pytorch#63812)",
@@ -976,13 +964,7 @@ register(
             "hessian_distribution": "gaussian",
             "eps": 1e-12,
         },
-        suites={
-            "nn": Setting(
-                tune={"lr": log_grid(-2, 1)},
-                quick_tune={"lr": log_grid(-1.5, 0)},
-                note="lr tuned on 1e-2..10",
-            )
-        },
+        suites={"nn": _lr_setting(-2, 1, quick=(-1.5, 0))},
         requires="pytorch_optimizer",
         distributed_note="its Hutchinson estimate differentiates the gradient again, and DDP does not "
         "support double backward (pytorch/pytorch#63812)",
@@ -1004,13 +986,7 @@ register(
             "max_precondition_dim": 10000,
             "eps": 1e-8,
         },
-        suites={
-            "nn": Setting(
-                tune={"lr": log_grid(-4, -1)},
-                quick_tune={"lr": log_grid(-3, -2)},
-                note="lr tuned on 1e-4..1e-1",
-            )
-        },
+        suites={"nn": _lr_setting(-4, -1, quick=(-3, -2))},
         requires="pytorch_optimizer",
     )
 )
@@ -1033,13 +1009,7 @@ register(
             "graft_type": 3,
             "nesterov": True,
         },
-        suites={
-            "nn": Setting(
-                tune={"lr": log_grid(-4, -1)},
-                quick_tune={"lr": log_grid(-3, -2)},
-                note="lr tuned on 1e-4..1e-1",
-            )
-        },
+        suites={"nn": _lr_setting(-4, -1, quick=(-3, -2))},
         requires="pytorch_optimizer",
     )
 )
@@ -1054,13 +1024,7 @@ register(
         "gradient",
         _pytorch_optimizer("Kron"),
         hyper={"momentum": 0.9, "memory_save_mode": "smart_one_diag", "weight_decay": 0.0},
-        suites={
-            "nn": Setting(
-                tune={"lr": log_grid(-4, -1)},
-                quick_tune={"lr": log_grid(-3, -2)},
-                note="lr tuned on 1e-4..1e-1",
-            )
-        },
+        suites={"nn": _lr_setting(-4, -1, quick=(-3, -2))},
         requires="pytorch_optimizer",
     )
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from hessopt.bench.methods import SuiteMethod, get_method
+from hessopt.bench.methods import SuiteMethod, get_method, methods_in
 from hessopt.problems.registry import Budget, Problem, get_problem
 
 __all__ = ["FULL", "QUICK", "SUITES", "NNSuite", "get_suite"]
@@ -76,25 +76,13 @@ class NNSuite:
         return self.evaluations or problem.evaluations
 
 
+_NN_METHODS = tuple(m.name for m in methods_in(SUITE))
+"""Both suites run every registered method that has an ``"nn"`` setting, in registry order."""
+
 QUICK = NNSuite(
     name="nn-quick",
     problems=("quadratic_deep", "digits_mlp", "mnist1d_mlp", "mnist5k_mlp"),
-    methods=(
-        "adam",
-        "momentum",
-        "diag-ogr",
-        "subspace-ogr",
-        "adahessian",
-        "sophiah",
-        "lbfgs",
-        "bfgs",
-        "soap",
-        "shampoo",
-        "kron",
-        "muon",
-        "hf",
-        "bdhf",
-    ),
+    methods=_NN_METHODS,
     grid="quick",
     evaluation_seeds=(0, 1),
     tuning_seeds=(10_000,),
@@ -104,23 +92,7 @@ QUICK = NNSuite(
 FULL = NNSuite(
     name="nn-full",
     problems=("fmnist_mlp", "fmnist_2c2d", "fmnist_autoencoder", "fmnist_lstm"),
-    methods=(
-        "adam",
-        "adamw",
-        "momentum",
-        "diag-ogr",
-        "subspace-ogr",
-        "adahessian",
-        "sophiah",
-        "lbfgs",
-        "bfgs",
-        "soap",
-        "shampoo",
-        "kron",
-        "muon",
-        "hf",
-        "bdhf",
-    ),
+    methods=_NN_METHODS,
     grid="full",
     evaluation_seeds=(0, 1, 2),
     tuning_seeds=(10_000,),
