@@ -15,6 +15,7 @@ import time
 import pytest
 
 import hessopt
+from helpers import alive, children, wait_for
 from hessopt.bench.harness.store import ResultStore, RunRecord
 from hessopt.cli import main
 
@@ -269,37 +270,6 @@ def test_workers_above_the_cpu_count_are_warned_and_recorded(tmp_path, monkeypat
 # ------------------------------------------------------------------ signals and orphans (issue 7), Linux
 
 
-def _running(pid: int) -> bool:
-    """``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(entry))
-    return out
-
-
-def _until(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
-
-
 LONG_NN = [
     "bench", "nn", "--problems", "quadratic_deep", "--methods", "momentum", "--steps", "1000000",
     "--seeds", "1", "--tune-seeds", "1", "--workers", "2", "--no-progress",
@@ -320,17 +290,17 @@ def test_no_worker_outlives_a_signalled_bench(tmp_path, sig):
         )  # fmt: skip
     workers: list[int] = []
     try:
-        assert _until(lambda: len(_children(proc.pid)) >= 2, 120), "the workers did not start"
+        assert wait_for(lambda: len(children(proc.pid)) >= 2, 120), "the workers did not start"
         time.sleep(0.5)
-        workers = _children(proc.pid)
+        workers = children(proc.pid)
         os.kill(proc.pid, sig)
         proc.wait(timeout=30)
-        assert _until(lambda: not any(_running(p) for p in workers), 5), [p for p in workers if _running(p)]
+        assert wait_for(lambda: not any(alive(p) for p in workers), 5), [p for p in workers if alive(p)]
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        for pid in filter(_running, workers):  # orphans of a failed check
+        for pid in filter(alive, workers):  # orphans of a failed check
             os.kill(pid, signal.SIGKILL)
     err = (tmp_path / "err").read_text()
     if sig == signal.SIGTERM:

@@ -11,13 +11,12 @@ import time
 
 import pytest
 
+from helpers import tiny_suite
 from hessopt.bench.functions import protocol as fp
 from hessopt.bench.functions import suite as fs
 from hessopt.bench.harness import store as store_mod
 from hessopt.bench.harness.store import FOREIGN_CLAIM_TTL, ResultStore, RunRecord, canonical_json
 from hessopt.bench.nn import suite as nn_suite
-from hessopt.bench.nn import suites as nn_suites
-from hessopt.problems.registry import Budget
 
 CONFIG = canonical_json({"lr": 0.1})
 KEYS = [("s", "p", "m", CONFIG, seed) for seed in range(3)]
@@ -118,16 +117,7 @@ def test_a_claim_ends_when_its_run_is_stored_and_stored_runs_are_not_claimed(tmp
         assert _claims(path) == 0
 
 
-TINY_NN = nn_suites.NNSuite(
-    name="nn-test",
-    problems=("quadratic_deep",),
-    methods=("momentum", "lbfgs"),
-    grid="quick",
-    evaluation_seeds=(0, 1),
-    tuning_seeds=(100,),
-    budget=Budget(steps=5),
-    evaluations=1,
-)
+TINY_NN = tiny_suite()
 
 
 def test_the_nn_suite_leaves_held_runs_to_their_holder(tmp_path, sleeper):

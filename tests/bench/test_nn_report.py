@@ -8,15 +8,14 @@ import re
 
 import pytest
 
+from helpers import tiny_suite
 from hessopt.bench.harness.store import ResultStore, RunRecord
 from hessopt.bench.nn import suite as nn_suite
-from hessopt.bench.nn import suites as nn_suites
 from hessopt.bench.nn.report import nn_suite_names, seed_band
 from hessopt.bench.render.html import to_html
 from hessopt.bench.render.plots import performance_ratios
 from hessopt.bench.report import write_report
 from hessopt.cli import main
-from hessopt.problems.registry import Budget
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # (problem, method) -> per seed (time_to_target, steps_to_target, step_time_median); None = not reached
@@ -230,16 +229,7 @@ def test_cli_report_defaults_and_errors(tmp_path, monkeypatch, capsys):
 
 
 def test_report_of_a_real_tiny_suite(tmp_path):
-    suite = nn_suites.NNSuite(
-        name="nn-quick",
-        problems=("quadratic_deep",),
-        methods=("adam", "lbfgs"),
-        grid="quick",
-        evaluation_seeds=(0, 1),
-        tuning_seeds=(100,),
-        budget=Budget(steps=6),
-        evaluations=3,
-    )
+    suite = tiny_suite("nn-quick", methods=("adam", "lbfgs"), steps=6, evaluations=3)
     with ResultStore(tmp_path / "nn.sqlite") as st:
         nn_suite.run_suite(st, suite, progress=False, command="tiny")
         assert nn_suite_names(st) == ["nn-quick"]

@@ -14,6 +14,7 @@ import time
 import pytest
 import torch
 
+from helpers import tiny_suite
 from hessopt.bench import methods
 from hessopt.bench.harness.store import ResultStore, canonical_json, merge
 from hessopt.bench.methods import Method, Setting, get_method
@@ -23,17 +24,7 @@ from hessopt.cli import main
 from hessopt.problems import registry
 from hessopt.problems.registry import Budget
 
-TINY = nn_suites.NNSuite(
-    name="nn-test",
-    problems=("digits_mlp",),
-    methods=("momentum", "lbfgs"),
-    grid="quick",
-    evaluation_seeds=(0, 1),
-    tuning_seeds=(100,),
-    budget=Budget(steps=10),
-    evaluations=2,
-    limit=256,
-)
+TINY = tiny_suite(problems=("digits_mlp",), steps=10, evaluations=2, limit=256)
 # momentum: 4 grid points x 1 tuning seed + 2 evaluation runs; lbfgs (untuned): 2 runs
 TINY_RUNS = 4 + 2 + 2
 

@@ -7,24 +7,13 @@ import dataclasses
 
 import pytest
 
+from helpers import tiny_suite
 from hessopt.bench.harness.store import ResultStore
 from hessopt.bench.nn import suite as nn_suite
-from hessopt.bench.nn.suites import NNSuite
-from hessopt.problems.registry import Budget
 
 ray = pytest.importorskip("ray")
 
-SLICE = NNSuite(
-    name="nn-ray",
-    problems=("digits_mlp",),
-    methods=("momentum", "diag-ogr"),
-    grid="quick",
-    evaluation_seeds=(0, 1),
-    tuning_seeds=(100,),
-    budget=Budget(steps=8),
-    evaluations=2,
-    limit=256,
-)
+SLICE = tiny_suite("nn-ray", ("digits_mlp",), ("momentum", "diag-ogr"), steps=8, evaluations=2, limit=256)
 TIME_KEYS = {"wall_time", "eval_time", "time_to_target", "step_time_median", "step_time_mean", "threads"}
 
 

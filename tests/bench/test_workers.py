@@ -11,48 +11,10 @@ import time
 
 import pytest
 
+from helpers import alive, children, process_state, wait_for
 from hessopt.bench.harness.workers import process_pool
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="reads processes from /proc")
-
-
-def _state(pid: int) -> str | None:
-    """The process's state letter (R, S, Z, ...), None when it does not exist."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
-def running(pid: int) -> bool:
-    """Whether ``pid`` exists and is not a zombie (an exited child nobody has reaped yet)."""
-    return _state(pid) not in (None, "Z")
-
-
-def children(pid: int) -> list[int]:
-    """The running processes whose parent is ``pid``."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid and fields[0] != "Z":
-            out.append(int(entry))
-    return out
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 _POOL_THEN_HANG = """
@@ -79,12 +41,12 @@ def test_workers_die_when_their_parent_is_killed(start_method):
     )
     try:
         workers = [int(p) for p in parent.stdout.readline().split()]
-        assert len(workers) == 2 and all(running(p) for p in workers)
+        assert len(workers) == 2 and all(alive(p) for p in workers)
         assert set(workers) <= set(children(parent.pid))
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(10)
-        assert wait_for(lambda: not any(running(p) for p in workers), 5), [
-            (p, _state(p)) for p in workers if running(p)
+        assert wait_for(lambda: not any(alive(p) for p in workers), 5), [
+            (p, process_state(p)) for p in workers if alive(p)
         ]
     finally:
         if parent.poll() is None:
@@ -104,4 +66,4 @@ def test_workers_are_killed_when_the_block_raises():
         workers = set(children(os.getpid())) - others
         raise RuntimeError("stop")
     assert time.monotonic() - t0 < 20
-    assert wait_for(lambda: not any(running(p) for p in workers), 5)
+    assert wait_for(lambda: not any(alive(p) for p in workers), 5)
