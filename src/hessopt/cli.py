@@ -33,7 +33,7 @@ import sqlite3
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -61,24 +61,24 @@ def _csv(text: str) -> list[str]:
     return items
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _number(convert: type, ok: Callable[[float], bool], what: str) -> Callable[[str], float]:
+    """An argparse type: ``convert(text)`` when ``ok`` accepts it, else an error naming ``what``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
 
 
-def _nonnegative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
+_positive_int = _number(int, lambda v: v >= 1, "a positive integer")
+_nonnegative_float = _number(float, lambda v: 0 <= v < float("inf"), "a finite number >= 0")
+_positive_float = _number(float, lambda v: 0 < v < float("inf"), "a finite number > 0")
 
 
 def _seeds(text: str) -> tuple[int, ...]:
@@ -92,16 +92,6 @@ def _seeds(text: str) -> tuple[int, ...]:
     if (len(values) == 1 and values[0] < 1) or any(v < 0 for v in values) or len(set(values)) != len(values):
         raise argparse.ArgumentTypeError(f"expected a count N >= 1 or distinct seeds >= 0, got {text!r}")
     return values
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
-    return value
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -132,7 +122,6 @@ def _add_executor_options(parser: argparse.ArgumentParser) -> None:
         help="with --executor ray: the Ray cluster to use (e.g. auto, ray://head:10001); default: a local "
         "Ray instance with --workers CPUs",
     )
-
 
 
 def build_parser() -> argparse.ArgumentParser:

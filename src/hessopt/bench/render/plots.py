@@ -20,6 +20,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -84,6 +85,18 @@ def _finish(
     return _save(fig, path)
 
 
+def _panels(
+    data: Mapping[str, object], methods: Sequence[str], who: str
+) -> tuple[list[str], dict, Figure, Any]:
+    """The problems, method colours, figure and axes grid of a one-panel-per-problem figure."""
+    problems = list(data)
+    if not problems:
+        raise ValueError(f"{who} needs at least one problem")
+    rows, cols = _grid(len(problems))
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
+    return problems, method_colors(methods), fig, fig.subplots(rows, cols, squeeze=False)
+
+
 def sorted_values_figure(
     path: str | Path,
     data: Mapping[str, Mapping[str, Sequence[float]]],
@@ -93,13 +106,7 @@ def sorted_values_figure(
     ylabel: str,
 ) -> Path:
     """``data[problem][method]`` = per-start values; writes a PNG with one panel per problem."""
-    problems = list(data)
-    if not problems:
-        raise ValueError("sorted_values_figure needs at least one problem")
-    rows, cols = _grid(len(problems))
-    colors = method_colors(methods)
-    fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False)
+    problems, colors, fig, axes = _panels(data, methods, "sorted_values_figure")
     labels: dict[str, object] = {}
     for ax, problem in zip(axes.flat, problems, strict=False):
         for method in methods:
@@ -137,13 +144,7 @@ def curves_figure(
     ylabel: str,
 ) -> Path:
     """``data[problem][method][step]`` = per-start values; median and quartiles against steps."""
-    problems = list(data)
-    if not problems:
-        raise ValueError("curves_figure needs at least one problem")
-    rows, cols = _grid(len(problems))
-    colors = method_colors(methods)
-    fig = Figure(figsize=(4.2 * cols, 3.2 * rows), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False)
+    problems, colors, fig, axes = _panels(data, methods, "curves_figure")
     labels: dict[str, object] = {}
     for ax, problem in zip(axes.flat, problems, strict=False):
         for method in methods:
