@@ -762,8 +762,11 @@ def run(out_dir: Path, *, quick: bool = False, workers: int = 1) -> dict[str, An
         f"Gradient noise N(0, {NOISE_STD}²) per coordinate and step, {len(seeds)} noise seeds; "
         "2-D Beale: mean final f over 15 lattice starts after 30 steps; 3-D Beale b(x,y)+b(z,y): geometric "
         "mean of final f after 50 steps. `ogr-duda` is full OGR with Duda's settings (means from 0, no "
-        "ridge floor), `ogr` hessopt's defaults, `dogr` DiagOGR's defaults; momentum and Adam as Duda "
-        "coded them. Published numbers: J. Duda, arXiv:1901.11457 and its notebooks. "
+        "ridge floor), `ogr` hessopt's defaults, `diag-ogr` DiagOGR with Duda's dOGR settings, "
+        "`subspace-d1`/`-d2` the notebook's subspace prototypes (his rotation, no QR step, nothing outside "
+        "the subspace), `dsogr-d1`/`-d2` hessopt's SubspaceOGR (Oja, QR step, diagonal OGR outside); "
+        "momentum and Adam as Duda coded them. Published numbers: J. Duda, arXiv:1901.11457 and its "
+        "notebooks. "
         f"Runtime {runtime:.0f} s.",
         "",
         markdown_table(summary),
