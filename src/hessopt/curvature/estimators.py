@@ -1,20 +1,14 @@
 """Diagonal curvature estimators behind one function, :func:`diagonal` (docs/algorithms/hesscale.md).
 
-=================  ===========================================================  ===============================
-method             estimate of                                                  cost
-=================  ===========================================================  ===============================
-``"exact"``        ``diag(H)`` exactly (``torch.func``, small models)           P Hessian-vector products
-``"ggn"``          ``diag(G)``, ``G = Σ_n J_n^T ∇²_z ℓ_n J_n``, exactly            per-example Jacobians (C x P)
-``"ggn_mc"``       ``diag(G)``, unbiased: ``Σ_n (J_n^T s_n)²`` with sampled        per-example Jacobians
-                   ``s_n`` (``E[s s^T] = ∇²_z ℓ_n``; a label drawn from the model)
-``"hutchinson"``   ``diag(H)``, unbiased, signed: mean of ``v ∘ H v``,            one HVP per probe
-                   Rademacher ``v``
-``"grad_squared"`` the square of the mini-batch mean gradient                   one backward pass
-``"hesscale"``     HesScale's approximation of ``diag(H)``                       about one extra backward pass
-``"hesscale_gn"``  HesScaleGN's approximation of ``diag(G)`` (non-negative)       about one extra backward pass
-``"bl89"``         Becker & LeCun's approximation (HesScale with a target-only    about one extra backward pass
-                   cross-entropy seed)
-=================  ===========================================================  ===============================
+- ``"exact"``: ``diag(H)`` exactly (``torch.func``; P Hessian-vector products, small models only).
+- ``"ggn"``: ``diag(G)``, ``G = Σ_n J_n^T ∇²_z ℓ_n J_n``, exactly (per-example Jacobians, C x P each).
+- ``"ggn_mc"``: ``diag(G)`` unbiased, ``Σ_n (J_n^T s_n)²`` with sampled ``s_n`` (``E[s s^T] = ∇²_z ℓ_n``;
+  one label drawn from the model's predictive distribution per example), as BackPACK's ``DiagGGNMC``.
+- ``"hutchinson"``: ``diag(H)`` unbiased and signed, the mean of ``v ∘ H v`` over Rademacher ``v``
+  (one Hessian-vector product per probe).
+- ``"grad_squared"``: the square of the mini-batch mean gradient (one backward pass).
+- ``"hesscale"``, ``"hesscale_gn"``, ``"bl89"``: the diagonal back-propagations of
+  :mod:`hessopt.curvature.hesscale` (about one extra backward pass).
 
 All estimate the curvature of ``loss_fn(model(inputs), targets)`` with the loss module's own reduction
 (mean by default). The reference methods (``exact``, ``ggn``, ``ggn_mc``, ``hutchinson``,
