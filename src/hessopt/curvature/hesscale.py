@@ -24,7 +24,9 @@ Usage (one set-up line; the training loop is unchanged)::
 :func:`extend` traces the model with ``torch.fx`` once, checks that every module and function has a rule
 (raising :class:`UnsupportedModelError` otherwise), and registers forward hooks that keep detached views
 of the tensors the rules need. When the loss module is called on the model's output, the exact seed is
-computed and one ``torch.autograd.graph.register_multi_grad_hook`` is attached; during backward it
+computed and one ``torch.autograd.graph.register_multi_grad_hook`` is attached (a loss computed on any
+other tensor, e.g. ``2 * model(x)`` or another model's output, records nothing, and an optimizer that
+needs the curvature then refuses to step); during backward it
 receives the exact activation gradients (HesScale's second-order terms) and runs the recursion. The
 parameter diagonals of the (mean or sum) loss then *accumulate* on the parameters like ``.grad`` does,
 until taken with :func:`take_diagonal`. Cost: about one extra backward pass without the recursion's
@@ -483,11 +485,8 @@ class HesScale:
             return
         z, target = args[0], args[1]
         rec, out = self._find(z)
-        if rec is None:
-            raise RuntimeError(
-                "HesScale: the loss module was called on a tensor that is not the output of the extended "
-                "model's forward pass (or a reshape of it); compute the loss as loss_fn(model(x), y)"
-            )
+        if rec is None:  # another model's output (a shared loss module): no curvature for it
+            return
         if rec.consumed:
             raise RuntimeError(
                 "HesScale: the loss module was called twice on the same model output; call the model again"
