@@ -41,13 +41,13 @@ class Elementwise:
 
 
 def _tanh(t: Tensor, p: dict, gn: bool):
-    d1 = 1 - t * t
-    return d1, None if gn else -2 * t * d1
+    d1 = torch.mul(t, t).neg_().add_(1)
+    return d1, None if gn else torch.mul(t, d1).mul_(-2)
 
 
 def _sigmoid(s: Tensor, p: dict, gn: bool):
-    d1 = s * (1 - s)
-    return d1, None if gn else d1 * (1 - 2 * s)
+    d1 = torch.mul(s, s).neg_().add_(s)
+    return d1, None if gn else torch.mul(s, -2).add_(1).mul_(d1)
 
 
 def _relu(y: Tensor, p: dict, gn: bool):
@@ -148,9 +148,9 @@ def elementwise_backward(
     ``f'`` is returned so that callers can also map the gradient (``g_in = f' g_out``).
     """
     d1, d2 = kind.derivs(saved, params, gn)
-    d_in = d1 * d1 * d_out
+    d_in = torch.mul(d1, d1).mul_(d_out)
     if d2 is not None:
         if g_out is None:
             raise RuntimeError(f"HesScale internal error: the {kind.name} rule needs the output gradient")
-        d_in = d_in + d2 * g_out
+        d_in.addcmul_(d2, g_out)
     return d_in, d1

@@ -164,8 +164,15 @@ def cross_entropy_weights(module: nn.Module, z: Tensor, target: Tensor) -> Tenso
 
 
 def _cross_entropy_seed(module: nn.Module, probs: Tensor, z: Tensor, target: Tensor, bl89: bool) -> Tensor:
-    u = cross_entropy_weights(module, z, target)
     qq = probs - probs * probs
+    plain = module.weight is None and getattr(module, "label_smoothing", 0.0) == 0
+    plain = plain and not target.is_floating_point()
+    if plain and z.dim() == 2 and not bl89:  # U_n = 1[y_n kept] / (number kept) or 1[y_n kept]
+        kept = (target != module.ignore_index).to(z.dtype)
+        if module.reduction == "mean":
+            kept = kept / kept.sum()
+        return qq * kept.unsqueeze(1)
+    u = cross_entropy_weights(module, z, target)
     if bl89:
         return u * qq
     class_dim = 0 if z.dim() == 1 else 1

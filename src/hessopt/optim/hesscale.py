@@ -18,6 +18,7 @@ the measurement behind them).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -40,16 +41,6 @@ _HYPERPARAMETERS = (
     "lr", "betas", "eps", "weight_decay", "variant", "delta", "max_scale", "curvature", "nonfinite",
 )  # fmt: skip
 _SHARED = ("delta", "max_scale", "curvature", "nonfinite")  # one value for all groups
-
-
-def _finite_summary(tensors: list[Tensor]) -> Tensor:
-    """A vector that is finite exactly when every entry of ``tensors`` is (one read-only pass)."""
-    present = [t for t in tensors if t.numel()]
-    if not present:
-        return tensors[0].new_zeros(0) if tensors else torch.zeros(0)
-    if present[0].device.type == "cpu":
-        return torch.stack([v for t in present for v in torch.aminmax(t)])
-    return torch.stack(torch._foreach_norm(present, float("inf")))
 
 
 class AdaHesScale(HessoptOptimizer):
@@ -233,109 +224,79 @@ class AdaHesScale(HessoptOptimizer):
         return loss
 
     def _finite(self, loss, located, grads, curv) -> tuple[Tensor, bool]:
-        """The non-finite policy: ``(flag, read)``; ``read`` means the flag was (or may be) read on the host.
+        """The non-finite policy: ``(flag, read)``; ``read`` means the flag was read on the host.
 
-        On a CPU the flag is read (free there); elsewhere it gates the update as a tensor, except on steps
-        that create state (which then starts from a finite observation).
+        One summary: the sum of every gradient and curvature tensor and the loss, finite exactly when every
+        entry is (or a sum overflows, which counts as non-finite). On a CPU the flag is read (free there);
+        elsewhere it gates the update as a tensor, except on steps that create state (which then starts
+        from a finite observation).
         """
-        ok_g = self.all_finite(loss, [_finite_summary(grads)])
-        ok_h = torch.isfinite(_finite_summary(curv)).all()
+        sums = [t.sum() for t in grads] + [h.sum() for h in curv]
+        if loss is not None:
+            sums.append(torch.as_tensor(loss, device=grads[0].device).detach().sum().to(sums[0].dtype))
+        ok = torch.isfinite(torch.stack(sums)).all()
         if self.uniform_hyperparameter("nonfinite") == "raise":
-            if not bool(ok_g):
-                raise FloatingPointError(self._describe(loss, located, curvature=False))
-            if not bool(ok_h):
-                raise FloatingPointError(self._describe(loss, located, curvature=True))
-            return ok_g, True
-        ok = ok_g & ok_h
+            if not bool(ok):
+                raise FloatingPointError(self._describe(loss, located))
+            return ok, True
+        if grads[0].device.type == "cpu" or any("exp_avg" not in self.state[p] for _, _, p, _ in located):
+            if not bool(ok):
+                self.add_to_counter("nonfinite_skips", 1)
+            return ok, True
         self.add_to_counter("nonfinite_skips", ~ok)
-        creates = any("exp_avg" not in self.state[p] for _, _, p, _ in located)
-        return ok, grads[0].device.type == "cpu" or creates
+        return ok, False
 
-    def _describe(self, loss, located, *, curvature: bool) -> str:
+    def _describe(self, loss, located) -> str:
         name = type(self).__name__
-        if not curvature and loss is not None and not bool(torch.isfinite(torch.as_tensor(loss)).all()):
+        if loss is not None and not bool(torch.isfinite(torch.as_tensor(loss)).all()):
             return f"{name}: the loss is not finite ({float(torch.as_tensor(loss).reshape(-1)[0])})"
-        what = "HesScale curvature" if curvature else "gradient"
-        for gi, pi, p, h in located:
-            bad = int((~torch.isfinite(h if curvature else p.grad)).sum())
-            if bad:
-                return (
-                    f"{name}: the {what} of parameter {pi} of param group {gi} (shape {tuple(p.shape)}) has "
-                    f"{bad} non-finite entries"
-                )
-        return f"{name}: non-finite {what}"
+        for what in ("gradient", "HesScale curvature"):
+            for gi, pi, p, h in located:
+                bad = int((~torch.isfinite(h if what != "gradient" else p.grad)).sum())
+                if bad:
+                    return (
+                        f"{name}: the {what} of parameter {pi} of param group {gi} (shape {tuple(p.shape)}) "
+                        f"has {bad} non-finite entries"
+                    )
+        return f"{name}: the gradient or curvature entries are so large that their sum overflows"
 
     def _group_update(self, hp, params, curv, gate, *, scaled: bool) -> list[list[Tensor]] | None:
-        """Moments and (unless ``scaled``) the parameter update of one group; returns ``[u, D]`` if scaled."""
-        beta1, beta2 = hp["betas"]
-        lr, eps, wd, variant = hp["lr"], hp["eps"], hp["weight_decay"], hp["variant"]
+        """Moments and (unless ``scaled``) the parameter update of one group; ``[u, D]`` when ``scaled``.
+
+        ``gate`` None: the step is known to be finite; bias corrections are host scalars per distinct step
+        count (step counts are read, free on a CPU). Otherwise ``gate`` (0-dim bool) masks everything on the
+        device: EMA rates, step increments and the update are multiplied by it, so a non-finite step leaves
+        parameters and state unchanged without a host sync.
+        """
         states = [self.state[p] for p in params]
         for p, st in zip(params, states, strict=True):
             if "exp_avg" not in st:
                 st["step"] = torch.zeros((), dtype=torch.int64, device=p.device)
                 st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 st["exp_curvature"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-        n = len(params)
-        grads = [p.grad for p in params]
-        steps = [st["step"] for st in states]
-        m = [st["exp_avg"] for st in states]
-        v = [st["exp_curvature"] for st in states]
-        dtype = params[0].dtype
-        if gate is None:
-            rate1, rate2, inc = 1.0 - beta1, 1.0 - beta2, 1
-            decay = 1.0 - lr * wd
-        else:
-            ok = gate.to(dtype)
-            grads = [torch.where(gate, g, 0.0) for g in grads]
-            curv = [torch.where(gate, h, 0.0) for h in curv]
-            rate1, rate2 = [ok * (1.0 - beta1)] * n, [ok * (1.0 - beta2)] * n
-            inc = [gate.to(torch.int64)] * n
-            decay = [1.0 - ok * (lr * wd)] * n
-        torch._foreach_add_(steps, inc)
-        if wd:
-            torch._foreach_mul_(params, decay)
-        torch._foreach_lerp_(m, grads, rate1)
-        if variant == "adam":
-            phi = torch._foreach_mul(curv, curv)
-        elif variant == "max":
-            phi = torch._foreach_clamp_min(curv, 0.0)
-        else:
-            phi = torch._foreach_abs(curv)
-        torch._foreach_lerp_(v, phi, rate2)
-        del phi
-        tiny = torch.finfo(dtype).tiny
-        t = [s.to(dtype) for s in steps]
-        bc1 = torch._foreach_pow(beta1, t)
-        torch._foreach_neg_(bc1)
-        torch._foreach_add_(bc1, 1.0)
-        torch._foreach_clamp_min_(bc1, tiny)  # > 0 also after a gated first step
-        bc2 = torch._foreach_pow(beta2, t)
-        torch._foreach_neg_(bc2)
-        torch._foreach_add_(bc2, 1.0)
-        torch._foreach_clamp_min_(bc2, tiny)
-        denom = torch._foreach_div(v, bc2)  # v̂
-        if variant in ("adam", "abs_sqrt"):
-            torch._foreach_sqrt_(denom)
-        magnitude = [d.clone() for d in denom] if scaled else None
-        torch._foreach_add_(denom, eps)
-        if eps == 0:  # a coordinate without curvature is not moved
-            denom = [torch.where(d > 0, d, torch.inf) for d in denom]
-        if scaled:
-            u = torch._foreach_div(m, denom)
-            coef = torch._foreach_reciprocal(bc1)
-            torch._foreach_mul_(coef, lr)
-            if gate is not None:
-                torch._foreach_mul_(coef, [ok] * n)
-            torch._foreach_mul_(u, coef)
-            return [u, magnitude]
-        # p += m / (denom / (-lr / bc1)): lr = 0 gives denom / -0 = -inf, a zero step
-        step_size = torch._foreach_reciprocal(bc1)
-        torch._foreach_mul_(step_size, -lr)
         if gate is not None:
-            torch._foreach_mul_(step_size, [ok] * n)
-        torch._foreach_div_(denom, step_size)
-        torch._foreach_addcdiv_(params, m, denom)
-        return None
+            return _gated_update(hp, params, curv, states, gate, scaled)
+        steps = [st["step"] for st in states]
+        torch._foreach_add_(steps, 1)
+        by_count: dict[int, list[int]] = {}
+        for i, count in enumerate(steps):
+            by_count.setdefault(int(count), []).append(i)
+        out: list[list[Tensor]] = [[None] * len(params), [None] * len(params)]  # type: ignore[list-item]
+        for count, idx in by_count.items():
+            sub = _update(
+                hp,
+                [params[i] for i in idx],
+                [params[i].grad for i in idx],
+                [curv[i] for i in idx],
+                [states[i]["exp_avg"] for i in idx],
+                [states[i]["exp_curvature"] for i in idx],
+                count,
+                scaled,
+            )
+            if sub is not None:
+                for j, i in enumerate(idx):
+                    out[0][i], out[1][i] = sub[0][j], sub[1][j]
+        return out if scaled else None
 
     def _apply_scaled(self, param_lists, updates, delta: float, max_scale: float, gate) -> None:
         """Step-size scaling: one κ for all parameters, ``θ ← θ - κ u``."""
@@ -351,6 +312,97 @@ class AdaHesScale(HessoptOptimizer):
         for params, (u, _) in zip(param_lists, updates, strict=True):
             torch._foreach_mul_(u, [kappa] * len(u))
             torch._foreach_sub_(params, u)
+
+
+def _second_moment(v: list[Tensor], curv: list[Tensor], variant: str, rate) -> None:
+    """``v ← β2 v + (1 - β2) φ(h)`` in place (``rate = 1 - β2``, a float or per-tensor 0-dim tensors)."""
+    if variant == "adam":
+        if isinstance(rate, float):
+            torch._foreach_mul_(v, 1.0 - rate)
+            torch._foreach_addcmul_(v, curv, curv, value=rate)
+            return
+        phi = torch._foreach_mul(curv, curv)
+    elif variant == "max":
+        phi = torch._foreach_clamp_min(curv, 0.0)
+    else:
+        phi = torch._foreach_abs(curv)
+    torch._foreach_lerp_(v, phi, rate)
+
+
+def _update(hp, params, grads, curv, m, v, count: int, scaled: bool) -> list[list[Tensor]] | None:
+    """One ungated update of tensors sharing the step count ``count`` (host-scalar bias corrections).
+
+    ``m̂/(ψ(v̂) + ε)`` is evaluated as ``m / (ψ(v) + ε c2) · (c2 / (1 - β1^t))`` with ``c2 = sqrt(1 - β2^t)``
+    (ψ = sqrt) or ``1 - β2^t`` (ψ = identity): the same value with Adam's pass count (lerp, two passes for
+    ``v``, sqrt, add, addcdiv).
+    """
+    beta1, beta2 = hp["betas"]
+    lr, eps, wd, variant = hp["lr"], hp["eps"], hp["weight_decay"], hp["variant"]
+    bc1, bc2 = 1.0 - beta1**count, 1.0 - beta2**count
+    rooted = variant in ("adam", "abs_sqrt")
+    c2 = math.sqrt(bc2) if rooted else bc2
+    torch._foreach_lerp_(m, grads, 1.0 - beta1)
+    _second_moment(v, curv, variant, 1.0 - beta2)
+    denom = torch._foreach_sqrt(v) if rooted else [t.clone() for t in v]
+    magnitude = torch._foreach_div(denom, c2) if scaled else None
+    torch._foreach_add_(denom, eps * c2)
+    if eps == 0:  # a coordinate without curvature is not moved
+        denom = [torch.where(d > 0, d, torch.inf) for d in denom]
+    step = lr * c2 / bc1
+    if wd:
+        torch._foreach_mul_(params, 1.0 - lr * wd)
+    if scaled:
+        u = torch._foreach_div(m, denom)
+        torch._foreach_mul_(u, step)
+        return [u, magnitude]
+    torch._foreach_addcdiv_(params, m, denom, value=-step)
+    return None
+
+
+def _gated_update(hp, params, curv, states, gate: Tensor, scaled: bool) -> list[list[Tensor]] | None:
+    """The update with the finiteness flag ``gate`` kept on the device (see ``_group_update``)."""
+    beta1, beta2 = hp["betas"]
+    lr, eps, wd, variant = hp["lr"], hp["eps"], hp["weight_decay"], hp["variant"]
+    n, dtype = len(params), params[0].dtype
+    ok = gate.to(dtype)
+    grads = [torch.where(gate, p.grad, 0.0) for p in params]
+    curv = [torch.where(gate, h, 0.0) for h in curv]
+    steps = [st["step"] for st in states]
+    m = [st["exp_avg"] for st in states]
+    v = [st["exp_curvature"] for st in states]
+    torch._foreach_add_(steps, [gate.to(torch.int64)] * n)
+    if wd:
+        torch._foreach_mul_(params, [1.0 - ok * (lr * wd)] * n)
+    torch._foreach_lerp_(m, grads, [ok * (1.0 - beta1)] * n)
+    _second_moment(v, curv, variant, [ok * (1.0 - beta2)] * n)
+    tiny = torch.finfo(dtype).tiny
+    t = [s.to(dtype) for s in steps]
+    bc1 = torch._foreach_pow(beta1, t)
+    torch._foreach_neg_(bc1)
+    torch._foreach_add_(bc1, 1.0)
+    torch._foreach_clamp_min_(bc1, tiny)  # > 0 also after a skipped first step
+    bc2 = torch._foreach_pow(beta2, t)
+    torch._foreach_neg_(bc2)
+    torch._foreach_add_(bc2, 1.0)
+    torch._foreach_clamp_min_(bc2, tiny)
+    denom = torch._foreach_div(v, bc2)  # v̂
+    if variant in ("adam", "abs_sqrt"):
+        torch._foreach_sqrt_(denom)
+    magnitude = [d.clone() for d in denom] if scaled else None
+    torch._foreach_add_(denom, eps)
+    if eps == 0:
+        denom = [torch.where(d > 0, d, torch.inf) for d in denom]
+    coef = torch._foreach_reciprocal(bc1)  # lr·ok/bc1
+    torch._foreach_mul_(coef, [ok * lr] * n)
+    if scaled:
+        u = torch._foreach_div(m, denom)
+        torch._foreach_mul_(u, coef)
+        return [u, magnitude]
+    # p += m / (denom / (-coef)): coef = 0 (lr = 0 or a skipped step) gives denom / -0 = -inf, a zero step
+    torch._foreach_neg_(coef)
+    torch._foreach_div_(denom, coef)
+    torch._foreach_addcdiv_(params, m, denom)
+    return None
 
 
 def _all_reduce_mean(tensors: list[Tensor]) -> None:
