@@ -436,3 +436,44 @@ def test_ddp_matches_one_process_on_the_full_batch(tmp_path):
         for p0, p1, q in zip(results[0], results[1], single, strict=True):
             assert torch.equal(p0, p1)
             torch.testing.assert_close(p0, q, rtol=0, atol=1e-12)
+
+
+class _DeviceGated(AdaHesScale):
+    """AdaHesScale forced onto the accelerator path (finiteness flag kept on the device), on the CPU."""
+
+    def _finite(self, loss, located, grads, curv):
+        ok, read = super()._finite(loss, located, grads, curv)
+        creates = any("exp_avg" not in self.state[p] for _, _, p, _ in located)
+        if read and not creates and self.uniform_hyperparameter("nonfinite") == "skip":
+            if not bool(ok):  # undo the host-side count: the gated path counts on the device
+                self.flat_state()["nonfinite_skips"] = self.flat_state()["nonfinite_skips"] - 1
+            self.add_to_counter("nonfinite_skips", ~ok)
+            return ok, False
+        return ok, read
+
+
+@pytest.mark.parametrize("variant", ["adam", "abs", "max"])
+@pytest.mark.parametrize("delta", [None, 1e-3])
+def test_device_gated_update_matches_and_skips(variant, delta):
+    kw = {"variant": variant, "delta": delta, "weight_decay": 0.01}
+    model_a, opt_a, closure_a, *_ = _setup(AdaHesScale, **kw)
+    model_b, opt_b, closure_b, *_ = _setup(_DeviceGated, **kw)
+    for _ in range(4):
+        opt_a.step(closure_a)
+        opt_b.step(closure_b)
+    for p, q in zip(model_a.parameters(), model_b.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-13, atol=1e-15)
+    before, state = _params(model_b), copy.deepcopy(opt_b.state_dict())
+
+    def bad():
+        loss = closure_b()
+        next(model_b.parameters()).grad[0, 0] = math.nan
+        return loss
+
+    opt_b.step(bad)
+    assert _equal(before, _params(model_b))
+    after = opt_b.state_dict()
+    assert int(after["state"][0]["nonfinite_skips"]) == 1
+    after["state"][0].pop("nonfinite_skips")
+    state["state"][0].pop("nonfinite_skips", None)
+    assert _state_equal(state, after)

@@ -26,7 +26,7 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jacrev, vjp, vmap
+from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
 
 from . import hesscale
 from .loss_curvature import loss_spec, sample_output_factor
@@ -149,14 +149,22 @@ def _flat(params: dict[str, Tensor]) -> tuple[Tensor, Callable[[Tensor], dict[st
 
 
 def _exact(batch_loss, params: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``diag(H)`` from P Hessian-vector products with the unit vectors, vmapped in chunks.
+
+    Forward-over-reverse (``jvp`` of ``grad``) is several times faster; torch 2.13's forward-mode
+    ``mse_loss`` fails under ``vmap`` ("ZeroTensors are immutable"), and then reverse-over-reverse is used.
+    """
     theta, unflat = _flat(params)
-    _, hvp = vjp(grad(lambda t: batch_loss(unflat(t))), theta)
+    g = grad(lambda t: batch_loss(unflat(t)))
     eye = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
-    parts = []
-    for i in range(0, theta.numel(), _CHUNK):
-        block = eye[i : i + _CHUNK]
-        parts.append((vmap(lambda e: hvp(e)[0])(block) * block).sum(1))
-    return unflat(torch.cat(parts))
+    try:
+        columns = vmap(lambda e: jvp(g, (theta,), (e,))[1], chunk_size=_CHUNK)(eye)
+    except RuntimeError as exc:
+        if "ZeroTensor" not in str(exc):
+            raise
+        _, hvp = vjp(g, theta)
+        columns = vmap(lambda e: hvp(e)[0], chunk_size=_CHUNK)(eye)
+    return unflat(columns.diagonal().clone())
 
 
 def _hutchinson(batch_loss, params, samples: int, generator: torch.Generator) -> dict[str, Tensor]:
