@@ -200,7 +200,8 @@ def _write(results: dict, depths, batches, out: Path) -> None:
     lines = [
         "# HesScale step cost (benchmarks/hesscale_cost.py)",
         "",
-        f"Whole training step, median over interleaved rounds, ÷ Adam's median; float32, {results['threads']} "
+        "Whole training step, median over interleaved rounds, ÷ Adam's median; float32, "
+        f"{results['threads']} "
         f"thread(s), torch {results['torch']}, {results['machine']}.",
         "",
         "## fmnist_mlp shape (784-256-256-10 tanh, batch 128, cross-entropy)",
