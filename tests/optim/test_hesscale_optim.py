@@ -125,7 +125,7 @@ def test_step_size_scaling_bounds_the_quadratic_model(variant):  # check 17
             beta1, beta2 = opt.param_groups[0]["betas"]
             vhat = st["exp_curvature"] / (1 - beta2**step)
             mag = vhat.sqrt() if variant in ("adam", "abs_sqrt") else vhat
-            u = 0.5 * st["exp_avg"] / (1 - beta1**step) / (mag + 1e-8)
+            u = 0.5 * st["exp_avg"] / (1 - beta1**step) / (mag + opt.param_groups[0]["eps"])
             torch.testing.assert_close(b - p.detach(), kappa * u, rtol=1e-12, atol=1e-15)
             total += float((mag * u * u).sum())
         assert 0.5 * float(kappa) ** 2 * total <= delta * (1 + 1e-12)

@@ -3,7 +3,7 @@
 A rule maps the curvature diagonal ``D_out`` at a module's output (and, for modules with a second
 derivative, the exact gradient ``g_out`` there) to the diagonal ``D_in`` at its input, and adds the
 diagonals of the module's parameters. Linear maps ``y = A x`` use ``D_in = (A∘A)^T D_out`` (cross terms
-between outputs dropped, the HesScale approximation: Elsayed & Mahmood, arXiv:2210.11639, Eq. 3;
+between outputs dropped, the HesScale approximation: Elsayed & Mahmood, arXiv:2210.11639;
 arXiv:2404.00781, App. B Eqs. 9-12); elementwise maps are exact (:mod:`.hesscale_elementwise`).
 
 Each rule has ``check(module)`` (a reason it cannot handle this instance, or None), ``save(module,
