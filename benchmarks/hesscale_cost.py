@@ -14,7 +14,9 @@ in interleaved rounds (one step of each per round) so that machine load falls on
     inputs and labels, the same methods.
 
 A step is the whole training step: ``zero_grad``, forward, loss, backward (with the method's curvature
-work, in hooks for HesScale), ``optimizer.step()``. float32, one thread (``--threads``). Learning rates
+work, in hooks for HesScale), ``optimizer.step()``. float32, one thread (``--threads``). Timer
+(``--timer``): with one thread, the CPU time of the stepping thread (default; everything runs in it, and
+it is far less disturbed by other processes on a shared machine than wall-clock time), or wall-clock. Learning rates
 are 0 for every method, so the parameters stay at their initialisation and every round repeats the same
 arithmetic (the step's operation count does not depend on the learning rate; training on random data
 would otherwise drive some methods' weights to saturation and time denormal arithmetic instead).
@@ -128,13 +130,15 @@ def _runners(build: Callable[[], nn.Module], make_loss: Callable[[], nn.Module],
     return runners
 
 
-def measure(runners: list[_Runner], rounds: int, warmup: int) -> dict[str, dict[str, float]]:
+def measure(
+    runners: list[_Runner], rounds: int, warmup: int, clock=time.thread_time
+) -> dict[str, dict[str, float]]:
     """Median step time of each runner over interleaved rounds; ratio to Adam's median."""
     for r in range(warmup + rounds):
         for run in runners:
-            t0 = time.perf_counter()
+            t0 = clock()
             run.step()
-            dt = time.perf_counter() - t0
+            dt = clock() - t0
             if r >= warmup:
                 run.times.append(dt)
     medians = {run.name: statistics.median(run.times) for run in runners}
@@ -163,18 +167,21 @@ def main() -> None:
     parser.add_argument("--depths", type=int, nargs="*", default=None)
     parser.add_argument("--batches", type=int, nargs="*", default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--timer", choices=("cpu", "wall"), default=None, help="default: cpu with 1 thread")
     parser.add_argument("--out", default="results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    timer = args.timer or ("cpu" if args.threads == 1 else "wall")
+    clock = time.thread_time if timer == "cpu" else time.perf_counter
     depths = args.depths or (QUICK_DEPTHS if args.quick else DEPTHS)
     batches = args.batches or BATCHES
     results: dict = {"depth": {}, "fmnist_mlp": {}, "threads": args.threads, "machine": platform.platform(),
-                     "torch": torch.__version__}  # fmt: skip
+                     "torch": torch.__version__, "timer": timer}  # fmt: skip
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(128, 784, generator=gen)
     y = torch.randint(0, 10, (128,), generator=gen)
     rounds, warmup = (30, 5) if args.quick else (100, 10)
-    results["fmnist_mlp"] = measure(_runners(fmnist_mlp, nn.CrossEntropyLoss, x, y), rounds, warmup)
+    results["fmnist_mlp"] = measure(_runners(fmnist_mlp, nn.CrossEntropyLoss, x, y), rounds, warmup, clock)
     print("fmnist_mlp (784-256-256-10 tanh, batch 128):", flush=True)
     for name, r in results["fmnist_mlp"].items():
         print(f"  {name:20s} {r['median_s'] * 1e3:8.2f} ms  x{r['ratio']:.2f}", flush=True)
@@ -183,7 +190,7 @@ def main() -> None:
             xb = torch.randn(batch, 64, generator=gen)
             yb = torch.randn(batch, 100, generator=gen)
             rounds, warmup = _rounds_for(depth, batch, args.quick)
-            res = measure(_runners(lambda d=depth: deep_tanh(d), nn.MSELoss, xb, yb), rounds, warmup)
+            res = measure(_runners(lambda d=depth: deep_tanh(d), nn.MSELoss, xb, yb), rounds, warmup, clock)
             results["depth"][f"{batch}/{depth}"] = res
             line = "  ".join(f"{n} x{r['ratio']:.2f}" for n, r in res.items() if n != "Adam")
             print(
@@ -201,8 +208,8 @@ def _write(results: dict, depths, batches, out: Path) -> None:
         "# HesScale step cost (benchmarks/hesscale_cost.py)",
         "",
         "Whole training step, median over interleaved rounds, ÷ Adam's median; float32, "
-        f"{results['threads']} "
-        f"thread(s), torch {results['torch']}, {results['machine']}.",
+        f"{results['threads']} thread(s), {results['timer']} time, torch {results['torch']}, "
+        f"{results['machine']}.",
         "",
         "## fmnist_mlp shape (784-256-256-10 tanh, batch 128, cross-entropy)",
         "",

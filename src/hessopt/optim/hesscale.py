@@ -338,29 +338,35 @@ def _update(hp, params, grads, curv, m, v, count: int, scaled: bool) -> list[lis
 
     ``m̂/(ψ(v̂) + ε)`` is evaluated as ``m / (ψ(v) + ε c2) · (c2 / (1 - β1^t))`` with ``c2 = sqrt(1 - β2^t)``
     (ψ = sqrt) or ``1 - β2^t`` (ψ = identity): the same value with Adam's pass count (lerp, two passes for
-    ``v``, sqrt, add, addcdiv).
+    ``v``, sqrt, add, addcdiv). Tensor by tensor, so that each one's passes run while it is in cache (on a
+    CPU, twice as fast as the multi-tensor kernels for layers of a few hundred thousand entries).
     """
     beta1, beta2 = hp["betas"]
     lr, eps, wd, variant = hp["lr"], hp["eps"], hp["weight_decay"], hp["variant"]
     bc1, bc2 = 1.0 - beta1**count, 1.0 - beta2**count
     rooted = variant in ("adam", "abs_sqrt")
     c2 = math.sqrt(bc2) if rooted else bc2
-    torch._foreach_lerp_(m, grads, 1.0 - beta1)
-    _second_moment(v, curv, variant, 1.0 - beta2)
-    denom = torch._foreach_sqrt(v) if rooted else [t.clone() for t in v]
-    magnitude = torch._foreach_div(denom, c2) if scaled else None
-    torch._foreach_add_(denom, eps * c2)
-    if eps == 0:  # a coordinate without curvature is not moved
-        denom = [torch.where(d > 0, d, torch.inf) for d in denom]
     step = lr * c2 / bc1
-    if wd:
-        torch._foreach_mul_(params, 1.0 - lr * wd)
-    if scaled:
-        u = torch._foreach_div(m, denom)
-        torch._foreach_mul_(u, step)
-        return [u, magnitude]
-    torch._foreach_addcdiv_(params, m, denom, value=-step)
-    return None
+    us, magnitudes = [], []
+    for p, g, h, m_, v_ in zip(params, grads, curv, m, v, strict=True):
+        m_.lerp_(g, 1.0 - beta1)
+        if variant == "adam":
+            v_.mul_(beta2).addcmul_(h, h, value=1.0 - beta2)
+        else:
+            v_.lerp_(h.clamp_min(0.0) if variant == "max" else h.abs(), 1.0 - beta2)
+        denom = v_.sqrt() if rooted else v_.clone()
+        if scaled:
+            magnitudes.append(denom / c2)
+        denom.add_(eps * c2)
+        if eps == 0:  # a coordinate without curvature is not moved
+            denom = torch.where(denom > 0, denom, torch.inf)
+        if wd:
+            p.mul_(1.0 - lr * wd)
+        if scaled:
+            us.append(torch.div(m_, denom).mul_(step))
+        else:
+            p.addcdiv_(m_, denom, value=-step)
+    return [us, magnitudes] if scaled else None
 
 
 def _gated_update(hp, params, curv, states, gate: Tensor, scaled: bool) -> list[list[Tensor]] | None:
