@@ -16,10 +16,10 @@ in interleaved rounds (one step of each per round) so that machine load falls on
 A step is the whole training step: ``zero_grad``, forward, loss, backward (with the method's curvature
 work, in hooks for HesScale), ``optimizer.step()``. float32, one thread (``--threads``). Timer
 (``--timer``): with one thread, the CPU time of the stepping thread (default; everything runs in it, and
-it is far less disturbed by other processes on a shared machine than wall-clock time), or wall-clock. Learning rates
-are 0 for every method, so the parameters stay at their initialisation and every round repeats the same
-arithmetic (the step's operation count does not depend on the learning rate; training on random data
-would otherwise drive some methods' weights to saturation and time denormal arithmetic instead).
+it is far less disturbed by other processes on a shared machine than wall-clock time), or wall-clock.
+Learning rates are 0 for every method, so the parameters stay at their initialisation and every round
+repeats the same arithmetic (the step's operation count does not depend on the learning rate; training on
+random data would otherwise drive some methods' weights to saturation and time denormal arithmetic).
 
 Run: ``python benchmarks/hesscale_cost.py`` (about 15 minutes on one core) or ``--quick`` (about two
 minutes). Writes ``hesscale_cost.md``, ``hesscale_cost.json`` and ``hesscale_cost.png`` under ``--out``
