@@ -97,7 +97,7 @@ def _exact_diagonal(model: nn.Sequential, x: Tensor, y: Tensor) -> Tensor:
 
         d = vmap(hessian(tail))(a, y).diagonal(dim1=1, dim2=2)  # (S, out)
         parts += [(d.unsqueeze(2) * (h_in * h_in).unsqueeze(1)).flatten(1), d]
-    return torch.cat(parts, 1)
+    return torch.cat(parts, 1).detach()
 
 
 def _references(model: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) -> dict[str, Tensor]:
@@ -141,7 +141,7 @@ def _references(model: nn.Module, x: Tensor, y: Tensor, gen: torch.Generator) ->
         bits = torch.randint(0, 2, (z.shape[0], m, theta.numel()), generator=gen)
         probes = (2 * bits - 1).to(theta.dtype)
         result[f"hutchinson_{m}"] = (probes * vmap(hvps)(x, y, probes)).mean(1)
-    return result
+    return {k: v.detach() for k, v in result.items()}
 
 
 def _hesscale_family(model: nn.Module, x: Tensor, y: Tensor) -> dict[str, Tensor]:
