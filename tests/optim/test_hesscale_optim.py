@@ -477,3 +477,27 @@ def test_device_gated_update_matches_and_skips(variant, delta):
     after["state"][0].pop("nonfinite_skips")
     state["state"][0].pop("nonfinite_skips", None)
     assert _state_equal(state, after)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64], ids=["float32", "float64"])
+def test_curvature_floor_changes_no_update_bit(dtype):
+    """Vanishing curvature (deep float32 nets) is floored in the state, and the step is bit for bit the
+    unfloored formula's."""
+    torch.manual_seed(0)
+    p = nn.Parameter(torch.randn(1000, dtype=dtype))
+    g = torch.randn(1000, dtype=dtype)
+    h = torch.randn(1000, dtype=dtype) * torch.logspace(-30, 0, 1000, dtype=F64).to(dtype)
+    h[:10] = 0
+    ref = p.detach().clone()
+    opt = AdaHesScale([p], lr=0.01)
+    p.grad = g.clone()
+    hesscale._accumulate(p, "hesscale", h.clone())
+    opt.step()
+    beta1, beta2, eps = 0.9, 0.999, opt.param_groups[0]["eps"]
+    c2 = math.sqrt(1 - beta2)
+    m = torch.zeros_like(ref).lerp_(g, 1 - beta1)
+    v = torch.zeros_like(ref).mul_(beta2).addcmul_(h, h, value=1 - beta2)
+    ref.addcdiv_(m, v.sqrt().add_(eps * c2), value=-0.01 * c2 / (1 - beta1))
+    assert torch.equal(p.detach(), ref)
+    state = opt.state[p]["exp_curvature"]
+    assert bool((state > 0).all()) and not bool(((state < torch.finfo(dtype).tiny) & (state > 0)).any())

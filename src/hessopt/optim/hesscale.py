@@ -86,8 +86,12 @@ class AdaHesScale(HessoptOptimizer):
         ValueError: an argument out of range (the message names it).
 
     State per parameter: ``step`` (int64), ``exp_avg``, ``exp_curvature``; with ``delta``, the last κ in
-    ``flat_state()["scale"]``. Cost per step beyond Adam's: the curvature pass during ``backward()``
-    (about one more backward pass, see :mod:`hessopt.curvature.hesscale`) and two element-wise passes.
+    ``flat_state()["scale"]``. ``exp_curvature`` is kept at or above a floor so small that no update
+    changes by a bit (its square root is below half an ulp of ``eps``); ``h²`` scales like the fourth power
+    of the gradient, so deep float32 networks would otherwise fill it with subnormal numbers and zeros,
+    whose ``sqrt`` is tens of times slower on CPUs. (With ``eps = 0``, subnormal entries are set to 0.)
+    Cost per step beyond Adam's: the curvature pass during ``backward()`` (about one more backward pass,
+    see :mod:`hessopt.curvature.hesscale`) and two element-wise passes.
     Under ``torch.distributed`` (DistributedDataParallel), the per-process diagonals are averaged with an
     all-reduce before use, so the step matches one process on the concatenated batch.
 
@@ -333,6 +337,19 @@ def _second_moment(v: list[Tensor], curv: list[Tensor], variant: str, rate) -> N
     torch._foreach_lerp_(v, phi, rate)
 
 
+def _curvature_floor(offset: float, rooted: bool, dtype: torch.dtype) -> float:
+    """The largest ``v`` that leaves ``ψ(v) + offset`` equal to ``offset`` after rounding (0 if subnormal).
+
+    ``ψ(v) ≤ offset·ε/8`` (ε the dtype's machine epsilon) is below half an ulp of ``offset``, so flooring the
+    curvature average there changes no update bit; it keeps the state out of subnormal numbers and out of
+    the slow special-value paths of ``sqrt`` near zero.
+    """
+    info = torch.finfo(dtype)
+    bound = offset * info.eps / 8
+    floor = bound * bound if rooted else bound
+    return floor if floor >= info.tiny else 0.0
+
+
 def _update(hp, params, grads, curv, m, v, count: int, scaled: bool) -> list[list[Tensor]] | None:
     """One ungated update of tensors sharing the step count ``count`` (host-scalar bias corrections).
 
@@ -348,12 +365,17 @@ def _update(hp, params, grads, curv, m, v, count: int, scaled: bool) -> list[lis
     c2 = math.sqrt(bc2) if rooted else bc2
     step = lr * c2 / bc1
     us, magnitudes = [], []
+    floor = _curvature_floor(eps * c2, rooted, params[0].dtype)
     for p, g, h, m_, v_ in zip(params, grads, curv, m, v, strict=True):
         m_.lerp_(g, 1.0 - beta1)
         if variant == "adam":
             v_.mul_(beta2).addcmul_(h, h, value=1.0 - beta2)
         else:
             v_.lerp_(h.clamp_min(0.0) if variant == "max" else h.abs(), 1.0 - beta2)
+        if floor > 0:
+            v_.clamp_min_(floor)
+        else:
+            torch.nn.functional.threshold_(v_, torch.finfo(v_.dtype).tiny, 0.0)
         denom = v_.sqrt() if rooted else v_.clone()
         if scaled:
             magnitudes.append(denom / c2)
@@ -385,7 +407,8 @@ def _gated_update(hp, params, curv, states, gate: Tensor, scaled: bool) -> list[
         torch._foreach_mul_(params, [1.0 - ok * (lr * wd)] * n)
     torch._foreach_lerp_(m, grads, [ok * (1.0 - beta1)] * n)
     _second_moment(v, curv, variant, [ok * (1.0 - beta2)] * n)
-    tiny = torch.finfo(dtype).tiny
+    info = torch.finfo(dtype)
+    tiny = info.tiny
     t = [s.to(dtype) for s in steps]
     bc1 = torch._foreach_pow(beta1, t)
     torch._foreach_neg_(bc1)
@@ -395,8 +418,14 @@ def _gated_update(hp, params, curv, states, gate: Tensor, scaled: bool) -> list[
     torch._foreach_neg_(bc2)
     torch._foreach_add_(bc2, 1.0)
     torch._foreach_clamp_min_(bc2, tiny)
+    rooted = variant in ("adam", "abs_sqrt")
+    for vt, b2 in zip(v, bc2, strict=True):  # the floor of _curvature_floor, as a device scalar
+        bound = eps * (b2.sqrt() if rooted else b2) * (info.eps / 8)
+        floor = bound * bound if rooted else bound
+        vt.clamp_min_(torch.where(floor >= tiny, floor, 0.0))
+        torch.nn.functional.threshold_(vt, tiny, 0.0)
     denom = torch._foreach_div(v, bc2)  # v̂
-    if variant in ("adam", "abs_sqrt"):
+    if rooted:
         torch._foreach_sqrt_(denom)
     magnitude = [d.clone() for d in denom] if scaled else None
     torch._foreach_add_(denom, eps)
