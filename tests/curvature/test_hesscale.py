@@ -774,3 +774,62 @@ def test_unsupported_modules_raise_at_setup_naming_them():  # check 18
         hesscale.extend(nn.Linear(2, 2), F.mse_loss)
     with pytest.raises(ValueError, match="method must be one of"):
         hesscale.extend(nn.Linear(2, 2), nn.MSELoss(), "hessian")
+
+
+# ------------------------------------------------------------------------------------- derivative tables
+ACTIVATION_MODULES = [
+    nn.Tanh(), nn.Sigmoid(), nn.ReLU(), nn.ReLU6(), nn.Hardtanh(-0.5, 0.7), nn.LeakyReLU(0.1),
+    nn.LeakyReLU(-0.2), nn.ELU(0.7), nn.ELU(-0.5), nn.SELU(), nn.GELU(), nn.GELU(approximate="tanh"),
+    nn.SiLU(), nn.Softplus(beta=2.0, threshold=3.0), nn.LogSigmoid(),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("module", ACTIVATION_MODULES, ids=lambda m: repr(m))
+def test_activation_derivatives_match_autograd(module):
+    from hessopt.curvature.hesscale_modules import module_rule
+
+    rule = module_rule(module)
+    a = torch.linspace(-4, 4, 41, dtype=F64)
+    a = a[a.abs() > 1e-9]  # kinks at 0 follow PyTorch's convention, checked by the networks above
+    kind, params, saved, _ = rule.save(module, (a,), module(a))
+    d1, d2 = kind.derivs(saved, params, False)
+    f1 = torch.func.vmap(torch.func.grad(lambda t: module(t)))(a)
+    f2 = torch.func.vmap(torch.func.grad(torch.func.grad(lambda t: module(t))))(a)
+    torch.testing.assert_close(d1, f1, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(torch.zeros_like(a) if d2 is None else d2, f2, rtol=1e-10, atol=1e-12)
+
+
+def test_linear_on_sequences_and_pooling_modules_against_dense():
+    _seed(27)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, 3, padding=1)
+            self.avg = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False, ceil_mode=True)
+            self.adapt = nn.AdaptiveAvgPool2d((2, 3))
+            self.seq = nn.Linear(3, 4)  # applied to (N, T=4, 3): weights shared over T
+            self.head = nn.Linear(16, 3)
+
+        def forward(self, x):
+            h = torch.tanh(self.adapt(self.avg(self.conv(x))))  # (N, 2, 2, 3)
+            s = torch.sigmoid(self.seq(h.reshape(x.size(0), 4, 3)))  # (N, 4, 4)
+            return self.head(s.flatten(1))
+
+    model = Net().double()
+    x, y = torch.randn(2, 1, 6, 7, dtype=F64), torch.randint(0, 3, (2,))
+    avg = model.avg
+    ops = [
+        Op(lambda x, w, b: F.conv2d(x, w, b, padding=1), ["x", "conv.weight", "conv.bias"], "a"),
+        Op(lambda a: F.avg_pool2d(a, 3, 2, 1, avg.ceil_mode, avg.count_include_pad), ["a"], "p"),
+        Op(lambda p: F.adaptive_avg_pool2d(p, (2, 3)), ["p"], "q"),
+        Op(torch.tanh, ["q"], "h"),
+        Op(lambda h, w, b: F.linear(h.reshape(2, 4, 3), w, b), ["h", "seq.weight", "seq.bias"], "s0"),
+        Op(torch.sigmoid, ["s0"], "s"),
+        Op(lambda s, w, b: F.linear(s.flatten(1), w, b), ["s", "head.weight", "head.bias"], "z"),
+    ]
+    for method in ("hesscale", "hesscale_gn"):
+        ours = hesscale_diagonals(model, nn.CrossEntropyLoss(), x, y, method)
+        dense = dense_diagonal(ops, {"x": x, **dict(model.named_parameters())}, "z",
+                               lambda z: F.cross_entropy(z, y), gn=method == "hesscale_gn")  # fmt: skip
+        assert max_abs_diff(ours, dense) <= 1e-12

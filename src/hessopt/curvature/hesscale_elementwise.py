@@ -59,11 +59,11 @@ def _hardtanh(y: Tensor, p: dict, gn: bool):
 
 
 def _leaky_relu_out(y: Tensor, p: dict, gn: bool):
-    return torch.where(y > 0, 1.0, p["negative_slope"]).to(y.dtype), None
+    return torch.where(y > 0, torch.ones_like(y), torch.full_like(y, p["negative_slope"])), None
 
 
 def _leaky_relu_in(a: Tensor, p: dict, gn: bool):
-    return torch.where(a > 0, 1.0, p["negative_slope"]).to(a.dtype), None
+    return torch.where(a > 0, torch.ones_like(a), torch.full_like(a, p["negative_slope"])), None
 
 
 def _elu_out(y: Tensor, p: dict, gn: bool):
