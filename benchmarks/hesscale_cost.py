@@ -19,7 +19,10 @@ work, in hooks for HesScale), ``optimizer.step()``. float32, one thread (``--thr
 it is far less disturbed by other processes on a shared machine than wall-clock time), or wall-clock.
 Learning rates are 0 for every method, so the parameters stay at their initialisation and every round
 repeats the same arithmetic (the step's operation count does not depend on the learning rate; training on
-random data would otherwise drive some methods' weights to saturation and time denormal arithmetic).
+random data would otherwise drive some methods' weights to saturation). Subnormal numbers are flushed to
+zero for all methods (``torch.set_flush_denormal(True)``; ``--keep-denormals`` to measure without): the
+gradients of deep tanh networks vanish, beyond about 32 layers Adam's own second moment ``g²`` becomes
+subnormal, and subnormal arithmetic, tens of times slower on CPUs, would then dominate the baseline.
 
 Run: ``python benchmarks/hesscale_cost.py`` (about 15 minutes on one core) or ``--quick`` (about two
 minutes). Writes ``hesscale_cost.md``, ``hesscale_cost.json`` and ``hesscale_cost.png`` under ``--out``
@@ -168,15 +171,17 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="*", default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--timer", choices=("cpu", "wall"), default=None, help="default: cpu with 1 thread")
+    parser.add_argument("--keep-denormals", action="store_true", help="do not flush subnormal numbers")
     parser.add_argument("--out", default="results")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     timer = args.timer or ("cpu" if args.threads == 1 else "wall")
+    flushed = not args.keep_denormals and torch.set_flush_denormal(True)
     clock = time.thread_time if timer == "cpu" else time.perf_counter
     depths = args.depths or (QUICK_DEPTHS if args.quick else DEPTHS)
     batches = args.batches or BATCHES
     results: dict = {"depth": {}, "fmnist_mlp": {}, "threads": args.threads, "machine": platform.platform(),
-                     "torch": torch.__version__, "timer": timer}  # fmt: skip
+                     "torch": torch.__version__, "timer": timer, "flush_denormal": flushed}  # fmt: skip
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(128, 784, generator=gen)
     y = torch.randint(0, 10, (128,), generator=gen)
@@ -208,8 +213,8 @@ def _write(results: dict, depths, batches, out: Path) -> None:
         "# HesScale step cost (benchmarks/hesscale_cost.py)",
         "",
         "Whole training step, median over interleaved rounds, ÷ Adam's median; float32, "
-        f"{results['threads']} thread(s), {results['timer']} time, torch {results['torch']}, "
-        f"{results['machine']}.",
+        f"{results['threads']} thread(s), {results['timer']} time, subnormals flushed: "
+        f"{results['flush_denormal']}, torch {results['torch']}, {results['machine']}.",
         "",
         "## fmnist_mlp shape (784-256-256-10 tanh, batch 128, cross-entropy)",
         "",
