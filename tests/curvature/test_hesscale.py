@@ -833,3 +833,31 @@ def test_linear_on_sequences_and_pooling_modules_against_dense():
         dense = dense_diagonal(ops, {"x": x, **dict(model.named_parameters())}, "z",
                                lambda z: F.cross_entropy(z, y), gn=method == "hesscale_gn")  # fmt: skip
         assert max_abs_diff(ours, dense) <= 1e-12
+
+
+def test_embedding_against_dense():
+    _seed(28)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.emb = nn.Embedding(6, 3, padding_idx=0)
+            self.fc = nn.Linear(3, 2)
+
+        def forward(self, idx):
+            return self.fc(torch.tanh(self.emb(idx)).mean(1))
+
+    model = Net().double()
+    idx, y = torch.tensor([[1, 2, 2], [0, 3, 5]]), torch.randn(2, 2, dtype=F64)
+    ours = hesscale_diagonals(model, nn.MSELoss(), idx, y)
+    w = model.emb.weight
+    ops = [
+        Op(lambda w: F.embedding(idx, w, padding_idx=0), ["emb.weight"], "e"),
+        Op(torch.tanh, ["e"], "t"),
+        Op(lambda t: t.mean(1), ["t"], "m"),
+        Op(_linear, ["m", "fc.weight", "fc.bias"], "z"),
+    ]
+    leaves = {"emb.weight": w, "fc.weight": model.fc.weight, "fc.bias": model.fc.bias}
+    dense = dense_diagonal(ops, leaves, "z", lambda z: F.mse_loss(z, y))
+    assert max_abs_diff(ours, dense) <= 1e-12
+    assert torch.all(ours["emb.weight"][0] == 0)  # the padding row, as its gradient
