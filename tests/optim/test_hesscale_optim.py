@@ -12,11 +12,12 @@ import time
 import pytest
 import torch
 import torch.multiprocessing as mp
-from .hesscale_ddp_worker import WORLD_SIZE, make_problem, train, train_rank
 from torch import nn
 
 from hessopt.curvature import hesscale
 from hessopt.optim.hesscale import AdaHesScale, AdaHesScaleGN
+
+from .hesscale_ddp_worker import WORLD_SIZE, make_problem, train, train_rank
 
 F64 = torch.float64
 OPTIMIZERS = [AdaHesScale, AdaHesScaleGN]

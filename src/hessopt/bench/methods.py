@@ -48,6 +48,8 @@ from hessopt.optim import (
     DUDA_DOGR,
     DUDA_SUBSPACE_OGR,
     OGR,
+    AdaHesScale,
+    AdaHesScaleGN,
     BlockDiagonalHessianFree,
     DiagOGR,
     SubspaceOGR,
@@ -541,6 +543,18 @@ def _muon(params: Sequence[Any], cfg: Mapping[str, Any]) -> torch.optim.Optimize
         g for g in ({"params": hidden, "use_muon": True}, {"params": rest, "use_muon": False}) if g["params"]
     ]
     return pytorch_optimizer.Muon(groups, **{**cfg, "adamw_betas": tuple(cfg["adamw_betas"])})
+
+
+def _hesscale(cls: type[torch.optim.Optimizer]) -> Callable[..., torch.optim.Optimizer]:
+    def factory(
+        params: Sequence[Any], cfg: Mapping[str, Any], *, model: torch.nn.Module, loss_fn: torch.nn.Module
+    ) -> torch.optim.Optimizer:
+        opt = cls(params, **{**cfg, **({"betas": tuple(cfg["betas"])} if "betas" in cfg else {})})
+        opt.attach(model, loss_fn)
+        return opt
+
+    factory.__name__ = f"build_{cls.__name__}"
+    return factory
 
 
 def _hessian_free(blocks: str) -> Callable[..., torch.optim.Optimizer]:
@@ -1114,3 +1128,32 @@ register(
         ),
     )
 )
+_HESSCALE_INVALID = (
+    ({"lr": -1.0}, "lr"),
+    ({"betas": (0.9, 1.0)}, "betas[1]"),
+    ({"eps": -1e-8}, "eps"),
+    ({"weight_decay": -1.0}, "weight_decay"),
+    ({"variant": "sqrt"}, "variant"),
+    ({"delta": 0.0}, "delta"),
+    ({"max_scale": 0.0}, "max_scale"),
+    ({"nonfinite": "ignore"}, "nonfinite"),
+)
+for _name, _cls, _what in (
+    ("adahesscale", AdaHesScale, "HesScale"),
+    ("adahesscale-gn", AdaHesScaleGN, "HesScaleGN (Gauss-Newton)"),
+):
+    register(
+        Method(
+            _name,
+            _cls.__name__,
+            f"hessopt {_cls.__name__} (Elsayed & Mahmood, arXiv:2210.11639; docs/algorithms/hesscale.md): "
+            f"Adam with the squared {_what} Hessian diagonal, computed during backward, in place of the "
+            "squared gradient; its defaults (lr 2e-3, betas (0.9, 0.999), eps 1e-3, measured against "
+            "Adam's)",
+            "gradient",
+            _hesscale(_cls),
+            suites={"nn": _lr_setting(-4, -1, quick=(-3, -2))},
+            needs_model=True,
+            contract=(Contract(hyper={"lr": 0.5}, invalid=_HESSCALE_INVALID),),
+        )
+    )
