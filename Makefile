@@ -42,6 +42,7 @@ test: setup lint
 #   hessopt bench nn --suite full      (Fashion-MNIST, after `make data`; ~30 core-hours: --shard i/n
 #                                       on several machines, then `hessopt merge`, or --executor ray)
 #   hessopt bench hf                   (the Hessian-free experiments; hours on a CPU)
+#   hessopt bench hesscale             (40 seeds x 1000 samples) and python benchmarks/hesscale_cost.py
 # then `hessopt report` (results/report.md, its PNGs and results/report.html).
 bench: setup
 	$(BIN)/hessopt bench functions --quick
@@ -49,6 +50,8 @@ bench: setup
 	$(BIN)/python benchmarks/step_cost.py --quick
 	$(BIN)/hessopt bench nn
 	$(BIN)/hessopt bench hf --quick
+	$(BIN)/hessopt bench hesscale --quick
+	$(BIN)/python benchmarks/hesscale_cost.py --quick
 	$(BIN)/hessopt report
 	@echo "report: results/report.md and results/report.html (full protocols: see the comments above 'bench' in the Makefile)"
 

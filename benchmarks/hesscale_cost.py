@@ -26,7 +26,7 @@ subnormal, and subnormal arithmetic, tens of times slower on CPUs, would then do
 
 Run: ``python benchmarks/hesscale_cost.py`` (about 15 minutes on one core) or ``--quick`` (about two
 minutes). Writes ``hesscale_cost.md``, ``hesscale_cost.json`` and ``hesscale_cost.png`` under ``--out``
-(default ``results/``). Timings on a shared machine are indicative; rerun on an idle one.
+(default ``results/hesscale``, where ``hessopt report`` finds its fragment). Timings on a shared machine are indicative; rerun on an idle one.
 """
 
 from __future__ import annotations
@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--timer", choices=("cpu", "wall"), default=None, help="default: cpu with 1 thread")
     parser.add_argument("--keep-denormals", action="store_true", help="do not flush subnormal numbers")
-    parser.add_argument("--out", default="results")
+    parser.add_argument("--out", default="results/hesscale")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     timer = args.timer or ("cpu" if args.threads == 1 else "wall")

@@ -51,6 +51,7 @@ DEFAULT_STUDIES = "results/ogr_studies"
 DEFAULT_STEP_COST = "results/step_cost"
 DEFAULT_NN_STEP_TIME = "results/nn_step_time"
 DEFAULT_HF_STUDY = "results/hf_study"
+DEFAULT_HESSCALE_STUDY = "results/hesscale"
 STUDIES = ("lattice", "hessian-tracking", "trajectories", "saddle-escape")
 
 
@@ -167,6 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_executor_options(fn)
     fn.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+    hs = suites.add_parser(
+        "hesscale",
+        help="HesScale accuracy study: every diagonal estimator's error against the exact diagonal",
+        description="Run the HesScale accuracy study (hessopt.bench.studies.hesscale_accuracy): "
+        "6-16-16-16-10 tanh, ReLU and sigmoid networks, the L1 error of every diagonal estimator "
+        "normalised by HesScale's; "
+        "writes a Markdown fragment, JSON and a bar chart into --out. The cost study is "
+        "`python benchmarks/hesscale_cost.py`.",
+    )
+    hs.add_argument("--quick", action="store_true", help="10 seeds x 10 samples (default 40 x 1000)")
+    hs.add_argument(
+        "--out", default=DEFAULT_HESSCALE_STUDY, help=f"output directory (default {DEFAULT_HESSCALE_STUDY})"
+    )
+
     hf = suites.add_parser(
         "hf",
         help="Hessian-free studies: BDHF vs HF at curvature fractions 1, 1/4, 1/8, vs tuned Adam",
@@ -248,9 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--studies",
         type=_csv,
-        default=[DEFAULT_STUDIES, DEFAULT_HF_STUDY, DEFAULT_STEP_COST, DEFAULT_NN_STEP_TIME],
-        help="comma-separated folders whose study fragments (*.md) are appended when present "
-        f"(default {DEFAULT_STUDIES},{DEFAULT_HF_STUDY},{DEFAULT_STEP_COST},{DEFAULT_NN_STEP_TIME})",
+        default=[
+            DEFAULT_STUDIES,
+            DEFAULT_HESSCALE_STUDY,
+            DEFAULT_HF_STUDY,
+            DEFAULT_STEP_COST,
+            DEFAULT_NN_STEP_TIME,
+        ],
+        help="comma-separated folders whose study fragments (*.md) are appended when present (default "
+        f"{DEFAULT_STUDIES},{DEFAULT_HESSCALE_STUDY},{DEFAULT_HF_STUDY},{DEFAULT_STEP_COST},"
+        f"{DEFAULT_NN_STEP_TIME})",
     )
 
     merge = sub.add_parser("merge", help="merge results stores (e.g. shards) into DST, deduplicating runs")
@@ -462,6 +484,16 @@ def _bench_studies(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_hesscale(args: argparse.Namespace, command: str) -> int:
+    from hessopt.bench.studies import hesscale_accuracy
+
+    _output_folder(args.out, "--out")
+    t0 = time.perf_counter()
+    hesscale_accuracy.write(args.out, quick=args.quick, command=command)
+    print(f"hessopt: HesScale accuracy study written to {args.out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def _bench_hf(args: argparse.Namespace, command: str) -> int:
     from hessopt.bench.studies import hessian_free
 
@@ -611,6 +643,8 @@ def _run(args: argparse.Namespace, command: str) -> int:
             return _bench_studies(args)
         if args.suite == "hf":
             return _bench_hf(args, command)
+        if args.suite == "hesscale":
+            return _bench_hesscale(args, command)
         if args.suite == "nn":
             return _bench_nn(args, command)
         return _bench_functions(args, command)
