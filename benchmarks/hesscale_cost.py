@@ -26,7 +26,8 @@ subnormal, and subnormal arithmetic, tens of times slower on CPUs, would then do
 
 Run: ``python benchmarks/hesscale_cost.py`` (about 15 minutes on one core) or ``--quick`` (about two
 minutes). Writes ``hesscale_cost.md``, ``hesscale_cost.json`` and ``hesscale_cost.png`` under ``--out``
-(default ``results/hesscale``, where ``hessopt report`` finds its fragment). Timings on a shared machine are indicative; rerun on an idle one.
+(default ``results/hesscale``, where ``hessopt report`` finds its fragment). Timings on a shared machine are
+indicative; rerun on an idle one.
 """
 
 from __future__ import annotations
