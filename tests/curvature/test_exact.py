@@ -101,3 +101,26 @@ def test_params_subset_and_errors():
         exact.hessian(_rosen, torch.zeros(2, 2))
     with pytest.raises(ValueError, match="v must have the shape"):
         exact.hvp(_rosen, torch.zeros(3), torch.zeros(2))
+
+
+def test_model_hessian_diagonal_with_a_mean_squared_error():
+    """MSE (mean) made forward-over-reverse products raise in torch 2.13; the diagonal is still exact."""
+    from hessopt.curvature.exact import model_hessian_diagonal
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 2, dtype=torch.float64)
+    names = [n for n, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    theta = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def loss(flat):
+        chunks, at = {}, 0
+        for n, s in zip(names, shapes, strict=True):
+            chunks[n] = flat[at : at + s.numel()].reshape(s)
+            at += s.numel()
+        return torch.nn.functional.mse_loss(torch.func.functional_call(model, chunks, (x,)), y)
+
+    expected = torch.diagonal(torch.func.hessian(loss)(theta))
+    got = model_hessian_diagonal(model, torch.nn.functional.mse_loss, x, y)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-12)

@@ -26,9 +26,9 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, jacrev, jvp, vjp, vmap
+from torch.func import functional_call, grad, jacrev, vjp, vmap
 
-from . import hesscale
+from . import exact, hesscale
 from .loss_curvature import loss_spec, sample_output_factor
 
 __all__ = ["ESTIMATORS", "diagonal"]
@@ -149,22 +149,9 @@ def _flat(params: dict[str, Tensor]) -> tuple[Tensor, Callable[[Tensor], dict[st
 
 
 def _exact(batch_loss, params: dict[str, Tensor]) -> dict[str, Tensor]:
-    """``diag(H)`` from P Hessian-vector products with the unit vectors, vmapped in chunks.
-
-    Forward-over-reverse (``jvp`` of ``grad``) is several times faster; torch 2.13's forward-mode
-    ``mse_loss`` fails under ``vmap`` ("ZeroTensors are immutable"), and then reverse-over-reverse is used.
-    """
+    """``diag(H)`` from P Hessian-vector products with the unit vectors (:func:`exact.hessian_diagonal`)."""
     theta, unflat = _flat(params)
-    g = grad(lambda t: batch_loss(unflat(t)))
-    eye = torch.eye(theta.numel(), dtype=theta.dtype, device=theta.device)
-    try:
-        columns = vmap(lambda e: jvp(g, (theta,), (e,))[1], chunk_size=_CHUNK)(eye)
-    except RuntimeError as exc:
-        if "ZeroTensor" not in str(exc):
-            raise
-        _, hvp = vjp(g, theta)
-        columns = vmap(lambda e: hvp(e)[0], chunk_size=_CHUNK)(eye)
-    return unflat(columns.diagonal().clone())
+    return unflat(exact.hessian_diagonal(lambda t: batch_loss(unflat(t)), theta, chunk_size=_CHUNK))
 
 
 def _hutchinson(batch_loss, params, samples: int, generator: torch.Generator) -> dict[str, Tensor]:

@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
-from torch.func import functional_call, jvp, vmap
+from torch.func import functional_call, jvp, vjp, vmap
 from torch.func import grad as _func_grad
 from torch.func import hessian as _func_hessian
 
@@ -70,12 +70,16 @@ def hessian(f: ScalarFn, x: Tensor, *, vectorize: bool = True) -> Tensor:
 
 
 def hvp(f: ScalarFn, x: Tensor, v: Tensor) -> Tensor:
-    """Exact Hessian-vector product ``H(x) v``, forward-over-reverse (``jvp`` of ``grad``)."""
+    """Exact Hessian-vector product ``H(x) v``, reverse-over-reverse (``vjp`` of ``grad``; ``H`` symmetric).
+
+    Reverse-over-reverse rather than forward-over-reverse: in torch 2.13 the latter raises for some losses
+    (``F.mse_loss`` with mean reduction: "ZeroTensors are immutable").
+    """
     _check_vector(x, "x")
     _check_vector(v, "v")
     if v.shape != x.shape:
         raise ValueError(f"v must have the shape of x {tuple(x.shape)}, got {tuple(v.shape)}")
-    return jvp(_func_grad(f), (x.detach(),), (v.detach(),))[1]
+    return vjp(_func_grad(f), x.detach())[1](v.detach())[0]
 
 
 def hessian_diagonal(
@@ -84,20 +88,27 @@ def hessian_diagonal(
     """Exact diagonal of the Hessian: ``e_i^T H e_i`` from D Hessian-vector products.
 
     With ``vectorize`` the products are vmapped in chunks of ``chunk_size`` (memory ``chunk_size * D``
-    numbers; ``None`` does all D at once); without it they run one by one.
+    numbers; ``None`` does all D at once); without it they run one by one. The products are
+    forward-over-reverse (``jvp`` of ``grad``, several times faster) unless torch cannot take them (in torch
+    2.13, vmapped forward-mode ``F.mse_loss`` raises "ZeroTensors are immutable"); then reverse-over-reverse.
     """
     _check_vector(x, "x")
-    d = x.numel()
     x = x.detach()
     gf = _func_grad(f)
+    eye = torch.eye(x.numel(), dtype=x.dtype, device=x.device)
 
-    def column(e: Tensor) -> Tensor:
-        return (jvp(gf, (x,), (e,))[1] * e).sum()
+    def diagonal(product: Callable[[Tensor], Tensor]) -> Tensor:
+        if vectorize:
+            return vmap(lambda e: (product(e) * e).sum(), chunk_size=chunk_size)(eye)
+        return torch.stack([(product(e) * e).sum() for e in eye])
 
-    eye = torch.eye(d, dtype=x.dtype, device=x.device)
-    if vectorize:
-        return vmap(column, chunk_size=chunk_size)(eye)
-    return torch.stack([column(e) for e in eye])
+    try:
+        return diagonal(lambda e: jvp(gf, (x,), (e,))[1])
+    except RuntimeError as exc:
+        if "ZeroTensor" not in str(exc):
+            raise
+    _, backward = vjp(gf, x)
+    return diagonal(lambda e: backward(e)[0])
 
 
 _NORM_TYPES = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.instancenorm._InstanceNorm)
