@@ -333,7 +333,11 @@ class DiagOGR(HessoptOptimizer):
                 k: torch.tensor(v, dtype=params[0].dtype, device=params[0].device) for k, v in scalars.items()
             }
             try:
-                return dogr.compiled_dogr_step()(*args, tensors, finite, corr1=hp["corr1"], clip=clip)
+                with warnings.catch_warnings():  # torch's compiler imports its own deprecated torch.jit code
+                    warnings.filterwarnings(
+                        "ignore", message="`torch.jit.script", category=DeprecationWarning
+                    )
+                    return dogr.compiled_dogr_step()(*args, tensors, finite, corr1=hp["corr1"], clip=clip)
             except Exception as err:  # noqa: BLE001 -- any compiler failure: fall back to the eager form
                 if hp["fused"] is True:
                     raise
