@@ -364,22 +364,3 @@ def test_diag_ogr_matches_the_papers_formulas_coordinate_by_coordinate(mean_init
     )  # fmt: skip
     gap = max(abs(a - b) for t, u in zip(ref, no_floor, strict=True) for a, b in zip(t, u, strict=True))
     assert gap > 1e-6
-
-
-def test_compiled_path_shows_no_torch_jit_deprecation_warnings():
-    """In a fresh process (torch's compiler warns once, when it is first imported), warnings always shown."""
-    import subprocess
-    import sys
-
-    code = (
-        "import torch; from hessopt.optim import DiagOGR\n"
-        "m = torch.nn.Linear(30, 20); opt = DiagOGR(m.parameters(), fused=True)\n"
-        "for _ in range(2):\n"
-        "    opt.zero_grad(); m(torch.randn(4, 30)).pow(2).mean().backward(); opt.step()\n"
-        "print('stepped')\n"
-    )
-    done = subprocess.run(
-        [sys.executable, "-W", "always", "-c", code], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0 and "stepped" in done.stdout, done.stderr[-2000:]
-    assert "torch.jit" not in done.stderr
