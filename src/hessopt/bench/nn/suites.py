@@ -81,7 +81,7 @@ _NN_METHODS = tuple(m.name for m in methods_in(SUITE))
 
 QUICK = NNSuite(
     name="nn-quick",
-    problems=("quadratic_deep", "digits_mlp", "mnist1d_mlp", "mnist5k_mlp"),
+    problems=("quadratic_deep", "digits_mlp", "digits_autoencoder", "mnist1d_mlp", "mnist5k_mlp"),
     methods=_NN_METHODS,
     grid="quick",
     evaluation_seeds=(0, 1),
