@@ -56,6 +56,7 @@ from .checks import (
     NONFINITE_POLICIES,
     check_choice,
     check_dense_memory,
+    check_eigh_dtype,
     check_in_range,
     check_lr_fits_dtype,
     check_one_dtype_and_device,
@@ -99,6 +100,8 @@ class HessoptOptimizer(torch.optim.Optimizer):
     #: For optimizers that keep dense (D, D) matrices: how many at peak; :meth:`check_group` then refuses
     #: parameters whose matrices would not fit the limits set by :meth:`set_memory_limits`.
     dense_matrices: ClassVar[int] = 0
+    #: True when the method eigendecomposes or factors its estimate: parameters must be float32 or float64.
+    needs_eigh: ClassVar[bool] = False
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         """Validate the arguments and set up the state (see the class docstring)."""
@@ -123,18 +126,20 @@ class HessoptOptimizer(torch.optim.Optimizer):
         The default refuses parameters that are not real floating-point tensors holding data, an ``lr``
         larger than the parameters' dtype can represent, line-search constants with ``c1 >= c2``, and, per
         :attr:`one_dtype_and_device` and :attr:`dense_matrices`, parameters of mixed dtypes or devices and
-        dense matrices that would not fit in memory.
+        dense matrices that would not fit in memory, and per :attr:`needs_eigh` half-precision parameters.
 
         Args:
             group: the param group with validated values and its ``"params"``.
 
         Raises:
-            TypeError: parameters of a non-floating dtype.
+            TypeError: parameters of a non-floating dtype (or half precision, per :attr:`needs_eigh`).
             ValueError: meta-device parameters, or ``lr`` beyond the dtype's range.
         """
         name = type(self).__name__
         params = group["params"]
         check_params_real_floating(params, name)
+        if self.needs_eigh:
+            check_eigh_dtype(params, name)
         if "lr" in group and params and isinstance(group["lr"], float):
             check_lr_fits_dtype(group["lr"], params[0].dtype, name)
         if "c1" in group and "c2" in group:

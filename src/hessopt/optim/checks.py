@@ -31,6 +31,7 @@ __all__ = [
     "check_lr_fits_dtype",
     "check_nonnegative",
     "check_one_dtype_and_device",
+    "check_eigh_dtype",
     "check_params_real_floating",
     "check_positive",
     "check_positive_int",
@@ -134,6 +135,18 @@ def check_one_dtype_and_device(params: Sequence[torch.Tensor], who: str) -> None
             raise ValueError(
                 f"{who} keeps one matrix over all parameters, so they must share one dtype and device; "
                 f"parameter 0 is ({p0.dtype}, {p0.device}) and parameter {i} is ({p.dtype}, {p.device})"
+            )
+
+
+def check_eigh_dtype(params: Sequence[torch.Tensor], who: str) -> None:
+    """Refuse half precision for methods that eigendecompose their estimate (torch has no half ``eigh``)."""
+    for i, p in enumerate(params):
+        if p.dtype not in (torch.float32, torch.float64):
+            raise TypeError(
+                f"{who} needs float32 or float64 parameters: it eigendecomposes its curvature estimate, "
+                f"which torch does not support in {p.dtype} (parameter {i}); keep the model in float32 "
+                "(model.float(), with torch.autocast for the forward pass), or use DiagOGR, which runs in "
+                "bfloat16"
             )
 
 

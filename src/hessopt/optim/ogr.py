@@ -127,6 +127,7 @@ class OGR(HessoptOptimizer):
     uniform_hyperparameters: ClassVar = True
     persistent_attributes: ClassVar = ("_memory_limits",)
     dense_matrices: ClassVar = _MATRICES_AT_PEAK
+    needs_eigh: ClassVar = True
     fixed_size_state: ClassVar = ("m", "its statistics")
 
     def __init__(

@@ -150,6 +150,7 @@ class SubspaceOGR(HessoptOptimizer):
     }
     uniform_hyperparameters: ClassVar = True
     fixed_size_state: ClassVar = ("basis_mix", "its basis")
+    needs_eigh: ClassVar = True
     one_dtype_and_device: ClassVar = True
 
     def __init__(
