@@ -42,9 +42,12 @@ DISPLAY_FLOOR = 1e-32
 
 
 def method_colors(methods: Sequence[str]) -> dict[str, str]:
-    """A fixed colour per method (matplotlib's tab10/tab20 order), the same in every figure."""
+    """A fixed colour per method (tab10, then dark tab20b/tab20c shades), the same in every figure."""
     palette = [f"C{i}" for i in range(10)]
-    extra = ["#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31"]
+    extra = [
+        "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d",
+        "#31a354", "#756bb1", "#bd9e39", "#ad494a", "#a55194", "#6baed6", "#fd8d3c",
+    ]  # fmt: skip
     colors = palette + extra
     return {m: colors[i % len(colors)] for i, m in enumerate(methods)}
 
