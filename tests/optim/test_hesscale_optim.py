@@ -502,3 +502,24 @@ def test_curvature_floor_changes_no_update_bit(dtype):
     assert torch.equal(p.detach(), ref)
     state = opt.state[p]["exp_curvature"]
     assert bool((state > 0).all()) and not bool(((state < torch.finfo(dtype).tiny) & (state > 0)).any())
+
+
+def test_weight_decay_that_would_flip_the_parameters_is_refused_at_construction_and_at_step():
+    with pytest.raises(ValueError, match=r"weight_decay \* lr must be at most 1.*weight_decay=1000\.0"):
+        AdaHesScale(nn.Linear(2, 1).parameters(), lr=2e-3, weight_decay=1000.0)
+    model, opt, closure, *_ = _setup(AdaHesScale, weight_decay=10.0)  # lr 0.05: 0.5 is legal
+    opt.step(closure)
+    opt.param_groups[0]["lr"] = 0.2  # a scheduler raising lr: lr·wd = 2
+    before = _params(model)
+    with pytest.raises(ValueError, match="weight_decay"):
+        opt.step(closure)
+    assert _equal(before, _params(model))
+
+
+@pytest.mark.parametrize("cls", [AdaHesScale, AdaHesScaleGN])
+def test_huge_eps_in_float32_steps_and_keeps_parameters_finite(cls):
+    """eps large enough that the curvature floor exceeds float32's range (found by the constructor fuzz)."""
+    model, opt, closure, *_ = _setup(cls, dtype=torch.float32, eps=2.26e28)
+    for _ in range(6):
+        opt.step(closure)
+    assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -15,7 +15,15 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hessopt.optim import BFGS, OGR, DiagOGR, SubspaceOGR
+from hessopt.optim import (
+    BFGS,
+    OGR,
+    AdaHesScale,
+    AdaHesScaleGN,
+    BlockDiagonalHessianFree,
+    DiagOGR,
+    SubspaceOGR,
+)
 
 F64 = torch.float64
 
@@ -364,3 +372,72 @@ def test_fixed_size_state_refuses_new_groups_after_the_first_step(make):
     with pytest.raises(RuntimeError, match="cannot add parameters after its first step"):
         opt.add_param_group({"params": [b.clone().requires_grad_()]})
     assert len(opt.param_groups) == 2
+
+
+# ------------------------------------------------- fuzz: the optimizers that need the model and the loss
+_MODEL_ARGUMENTS = {
+    AdaHesScale: ["lr", "betas", "eps", "weight_decay", "variant", "delta", "max_scale", "nonfinite"],
+    AdaHesScaleGN: ["lr", "eps", "weight_decay", "variant", "delta", "max_scale", "nonfinite"],
+    BlockDiagonalHessianFree: [
+        "lr",
+        "damping",
+        "adapt_damping",
+        "curvature_fraction",
+        "cg_max_iterations",
+        "cg_min_iterations",
+        "cg_progress_eps",
+        "cg_tolerance",
+        "preconditioner",
+        "warm_start",
+        "armijo_c",
+        "armijo_shrink",
+        "weight_decay",
+        "nonfinite",
+    ],
+}
+_PLAUSIBLE = st.sampled_from([1e-8, 1e-3, 0.1, 0.5, 0.9, 1.0, 2.0, 10, 50, None, True, "skip", "raise"])
+_MODEL_VALUES = st.one_of(
+    _PLAUSIBLE, _PLAUSIBLE, _VALUES, st.sampled_from([(0.9, 0.999), (1.0, 0.5), (math.nan, 0.9), "adabelief"])
+)
+
+
+def fuzz_model_constructor(cls, kwargs, dtype, steps=3):
+    """As :func:`fuzz_constructor`, for optimizers built with (or attached to) the model and its loss."""
+    model = _model(dtype)
+    x, y = _data(dtype)
+    loss_fn = torch.nn.MSELoss()
+    try:
+        if cls is BlockDiagonalHessianFree:
+            opt = cls(model, loss_fn=loss_fn, **kwargs)
+        else:
+            opt = cls(list(model.parameters()), **kwargs)
+            opt.attach(model, loss_fn)
+    except (TypeError, ValueError) as err:
+        message = str(err)
+        assert any(re.search(rf"\b{re.escape(k)}\b", message) for k in kwargs), message
+        return
+    for _ in range(steps):
+        try:
+            if cls is BlockDiagonalHessianFree:
+                opt.step(x, y)
+            else:
+                opt.zero_grad()
+                loss_fn(model(x), y).backward()
+                opt.step()
+        except FloatingPointError:
+            assert kwargs.get("nonfinite") == "raise"
+            break
+        assert all(torch.isfinite(p).all() for p in model.parameters()), kwargs
+
+
+@pytest.mark.parametrize("cls", list(_MODEL_ARGUMENTS), ids=lambda c: c.__name__)
+def test_fuzz_constructor_arguments_of_model_optimizers(cls):
+    @settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+    @given(
+        kwargs=st.dictionaries(st.sampled_from(_MODEL_ARGUMENTS[cls]), _MODEL_VALUES, max_size=3),
+        dtype=st.sampled_from([torch.float32, F64]),
+    )
+    def run(kwargs, dtype):
+        fuzz_model_constructor(cls, kwargs, dtype)
+
+    run()

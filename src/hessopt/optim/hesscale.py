@@ -76,7 +76,8 @@ class AdaHesScale(HessoptOptimizer):
             at every learning rate tried; coordinates with curvature far below ``eps`` take
             momentum-SGD steps of size ``lr/eps``). With 0, a coordinate whose curvature average is
             exactly 0 is not moved. Per group.
-        weight_decay: decoupled weight decay (``θ ← θ(1 - lr·wd)``), >= 0 (default 0). Per group.
+        weight_decay: decoupled weight decay (``θ ← θ(1 - lr·wd)``), >= 0 with ``lr·wd <= 1`` (default 0).
+            Per group.
         variant: ``"adam"`` (default), ``"abs_sqrt"``, ``"abs"`` or ``"max"`` (see above). Per group.
         delta: step-size scaling trust radius δ > 0, or None (default: off). Same in all groups.
         max_scale: upper bound of the scaling κ, > 0 (default 1). Same in all groups.
@@ -141,6 +142,12 @@ class AdaHesScale(HessoptOptimizer):
         out["betas"] = (check_unit_interval("betas[0]", betas[0]), check_unit_interval("betas[1]", betas[1]))
         out["eps"] = check_nonnegative("eps", hp["eps"])
         out["weight_decay"] = check_nonnegative("weight_decay", hp["weight_decay"])
+        if out["lr"] * out["weight_decay"] > 1.0:
+            raise ValueError(
+                f"weight_decay * lr must be at most 1, got weight_decay={hp['weight_decay']!r} with lr="
+                f"{hp['lr']!r}: the decoupled decay θ ← θ(1 - lr·weight_decay) would flip the parameters' "
+                "sign and grow them every step; weight decays are usually 1e-4 to 1e-1"
+            )
         check_choice("variant", hp["variant"], VARIANTS)
         if hp["delta"] is not None:
             out["delta"] = check_positive("delta", hp["delta"])
@@ -349,7 +356,7 @@ def _curvature_floor(offset: float, rooted: bool, dtype: torch.dtype) -> float:
     """
     info = torch.finfo(dtype)
     bound = offset * info.eps / 8
-    floor = bound * bound if rooted else bound
+    floor = min(bound * bound if rooted else bound, info.max)
     return floor if floor >= info.tiny else 0.0
 
 
