@@ -1,4 +1,4 @@
-"""Tests of hessopt.bench.studies.lattice (Duda's lattice reproduction study, ogr.md §6 and §10 checks 12-13).
+"""Tests of hessopt.bench.studies.lattice (Duda's lattice reproduction study, arXiv:1901.11457).
 
 References are independent of the code under test: the lattices are rebuilt with itertools, Duda's momentum
 is an explicit float64 loop of m ← γm + (1−γ)g, θ ← θ − αm, batched runs are compared with plain per-start
@@ -105,7 +105,7 @@ def test_method_settings():
     assert set(DEFAULT_METHODS) <= set(METHODS)
 
 
-# ------------------------------------------------------------------------------ momentum as coded (§10.12)
+# ------------------------------------------------------------------------------ momentum as Duda coded it
 @pytest.mark.parametrize("exp", ["beale2d", "beale3d"])
 def test_sgd_as_coded_equals_duda_momentum(exp):
     """torch.optim.SGD(lr = α(1−γ), momentum = γ) == Duda's m ← γm + (1−γ)g, θ ← θ − αm over 100 steps."""

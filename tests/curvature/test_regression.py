@@ -1,6 +1,6 @@
 """OGR estimators (hessopt.curvature.regression, .parabola) against closed forms, scipy and torch.func.
 
-Check numbers refer to shared/research/ogr.md §10. Everything runs in float64 unless stated.
+The estimator's equations are in docs/algorithms/ogr.md. Everything runs in float64 unless stated.
 """
 
 import math
@@ -69,7 +69,7 @@ def test_lyapunov_residual_symmetry_and_equivariance():
 
 @pytest.mark.parametrize("prior", ["scalar", "vector", "matrix"])
 def test_prior_and_ridge_match_scipy_lyapunov(prior):
-    # H (Σ + wI) + (Σ + wI) H = C + Cᵀ + 2w H_prior, with w = prior_weight + ridge (ogr.md §2.2, §8.1)
+    # H (Σ + wI) + (Σ + wI) H = C + Cᵀ + 2w H_prior, with w = prior_weight + ridge (docs/algorithms/ogr.md)
     gen, d = _gen(1), 7
     a = torch.randn(d, 3, generator=gen, dtype=F64)
     sigma = a @ a.T  # rank 3: the weight makes it solvable
@@ -158,7 +158,7 @@ def test_straight_line_keeps_unobserved_block_at_prior(n, ridge_rel, unobserved_
 @pytest.mark.parametrize(("ridge", "n"), [("default", 10_000), ("none", 2_000)])
 def test_never_moving_coordinate_stays_finite(dtype, ridge, n):
     # f = x²/2 + y² + 0·z observed at noisy random (x, y) and a fixed z; without a floor on the denominator
-    # the notebook solve became non-finite after ~150 (float32) / ~300 (float64) updates (ogr.md §8.1)
+    # the notebook solve became non-finite after ~150 (float32) / ~300 (float64) updates (docs: ogr.md)
     gen = _gen(4)
     kw = {} if ridge == "default" else {"ridge_rel": 0.0, "ridge_abs": 0.0}
     est = OnlineGradientRegression(3, beta=0.5, mean_init="first", dtype=dtype, **kw)

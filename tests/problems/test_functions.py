@@ -423,7 +423,7 @@ def test_registry_names_dims_and_protocol():
     assert get_function("three hump camel").name == "three_hump_camel"
     assert get_function("rastrigin").dim == DEFAULT_DIM == 10
     assert get_function("beale", 2).dim == 2 and get_function("beale3d").dim == 3
-    expected = {  # ogr.md §5.4
+    expected = {  # docs/benchmarks/functions.md, the protocol
         "sphere": (10, -5.0, 5.0), "rosenbrock": (10, -2.0, 2.0), "rastrigin": (10, -5.12, 5.12),
         "ackley": (10, -5.0, 5.0), "griewank": (10, -5.0, 5.0), "schwefel": (10, -500.0, 500.0),
         "zakharov": (10, -5.0, 5.0), "himmelblau": (2, -5.0, 5.0), "beale": (2, -4.5, 4.5),
