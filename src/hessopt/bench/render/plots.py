@@ -42,11 +42,11 @@ DISPLAY_FLOOR = 1e-32
 
 
 def method_colors(methods: Sequence[str]) -> dict[str, str]:
-    """A fixed colour per method (tab10, then dark tab20b/tab20c shades), the same in every figure."""
+    """A fixed colour per method (tab10, then 14 more), the same in every figure."""
     palette = [f"C{i}" for i in range(10)]
-    extra = [
-        "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d",
-        "#31a354", "#756bb1", "#bd9e39", "#ad494a", "#a55194", "#6baed6", "#fd8d3c",
+    extra = [  # chosen to stand apart from tab10 by eye, most distinct first
+        "#000000", "#393b79", "#e7ba52", "#98df8a", "#ff9896", "#c5b0d5", "#aec7e8",
+        "#ffbb78", "#637939", "#ce6dbd", "#843c39", "#bcbddc", "#fdae6b", "#9edae5",
     ]  # fmt: skip
     colors = palette + extra
     return {m: colors[i % len(colors)] for i, m in enumerate(methods)}
