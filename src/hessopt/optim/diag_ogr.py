@@ -89,8 +89,8 @@ class DiagOGR(HessoptOptimizer):
     **Defaults are for neural networks** (measured against ``torch.optim.Adam()`` on MLPs, a CNN, a deep
     autoencoder and a Fashion-MNIST MLP: docs/algorithms/ogr.md, "Network defaults"): a long statistics
     window (β 0.9), a Newton rate that the tiny ``cut`` barely caps, ``lr`` 0.3, and a per-coordinate trust
-    bound ``max_coord_step = 3e-3`` that keeps noisy small-curvature estimates from taking long steps. Duda's test-function settings are
-    :data:`DUDA_DOGR` (``DiagOGR(params, **DUDA_DOGR)``).
+    bound ``max_coord_step = 3e-3`` that keeps noisy small-curvature estimates from taking long steps.
+    Duda's test-function settings are :data:`DUDA_DOGR` (``DiagOGR(params, **DUDA_DOGR)``).
 
     Args:
         params: parameters or param groups; every hyper-parameter below may differ per group.
