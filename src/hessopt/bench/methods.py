@@ -862,10 +862,10 @@ register(
                 "lr tuned on 0.1..3.16",
             ),
             "nn": Setting(
-                tune={"lr": log_grid(-2, 1)},
-                quick_tune={"lr": log_grid(-1, 0.5)},
-                note="its network defaults (beta 0.9, cut 1e-4, per-coordinate step at most 3e-3); lr "
-                "(default 0.3) tuned on 0.01..10",
+                tune={"lr": log_grid(-1.5, 1.5)},
+                quick_tune={"lr": log_grid(-0.5, 1)},
+                note="its network defaults (beta 0.9, cut 1e-4, per-coordinate step at most 0.01); lr "
+                "(default 0.1) tuned on 0.0316..31.6",
             ),
         },
         coupling="tensor",
@@ -904,9 +904,9 @@ register(
                 "1.5, cut 6, rotation rate 0.1, mix 0.4); lr tuned on 0.1..3.16",
             ),
             "nn": Setting(
-                tune={"lr": log_grid(-2, 1)},
-                quick_tune={"lr": log_grid(-1, 0.5)},
-                note="its network defaults; lr (default 0.3) tuned on 0.01..10",
+                tune={"lr": log_grid(-1.5, 1.5)},
+                quick_tune={"lr": log_grid(-0.5, 1)},
+                note="its network defaults; lr (default 0.1) tuned on 0.0316..31.6",
             ),
         },
         contract=(

@@ -88,13 +88,13 @@ class DiagOGR(HessoptOptimizer):
 
     **Defaults are for neural networks** (measured against ``torch.optim.Adam()`` on MLPs, a CNN, a deep
     autoencoder and a Fashion-MNIST MLP: docs/algorithms/ogr.md, "Network defaults"): a long statistics
-    window (β 0.9), a Newton rate that the tiny ``cut`` barely caps, ``lr`` 0.3, and a per-coordinate trust
-    bound ``max_coord_step = 3e-3`` that keeps noisy small-curvature estimates from taking long steps.
+    window (β 0.9), a Newton rate that the tiny ``cut`` barely caps, ``lr`` 0.1, and a per-coordinate trust
+    bound ``max_coord_step = 0.01`` that keeps noisy small-curvature estimates from taking long steps.
     Duda's test-function settings are :data:`DUDA_DOGR` (``DiagOGR(params, **DUDA_DOGR)``).
 
     Args:
         params: parameters or param groups; every hyper-parameter below may differ per group.
-        lr: ``η`` (default 0.3; Duda's functions: 1); 0 is legal (the parameters stay; see below).
+        lr: ``η`` (default 0.1; Duda's functions: 1); 0 is legal (the parameters stay; see below).
         beta: EMA weight of old statistics (default 0.9, a window of 19 steps; Duda's functions: 0.4).
         gamma: EMA weight of the old momentum (default 0.3; Duda's 0.7 converted).
         div: divides the Newton rate ``1/|λ|`` (default 1.4, Duda's).
@@ -109,7 +109,7 @@ class DiagOGR(HessoptOptimizer):
             dtype; ``0, 0`` gives Duda's unguarded ratio).
         max_step_norm: scale each group's step to Euclidean norm at most this (None: no clip; default).
             Costs a second pass.
-        max_coord_step: bound on every coordinate's step ``|Δθ_i|`` (default 3e-3; None: no bound), in
+        max_coord_step: bound on every coordinate's step ``|Δθ_i|`` (default 0.01; None: no bound), in
             parameter units like Adam's ``lr``.
         fused: compile the update with ``torch.compile`` (one fused kernel per tensor, same arithmetic).
             None (default): for groups of at least :data:`FUSED_MIN_NUMEL` elements, falling back to the
@@ -152,7 +152,7 @@ class DiagOGR(HessoptOptimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 0.3,
+        lr: float = 0.1,
         *,
         beta: float = 0.9,
         gamma: float = 0.3,
@@ -165,7 +165,7 @@ class DiagOGR(HessoptOptimizer):
         ridge_rel: float | None = None,
         ridge_abs: float | None = None,
         max_step_norm: float | None = None,
-        max_coord_step: float | None = 3e-3,
+        max_coord_step: float | None = 0.01,
         fused: bool | None = None,
         nonfinite: str = "skip",
     ) -> None:

@@ -77,13 +77,13 @@ class SubspaceOGR(HessoptOptimizer):
        η = 1).
 
     **Defaults are for neural networks** (docs/algorithms/ogr.md, "Network defaults"): β 0.9, a tiny
-    ``cut``, ``lr`` 0.3 and the per-coordinate trust bound ``max_coord_step = 3e-3`` on the total step. Duda's
+    ``cut``, ``lr`` 0.1 and the per-coordinate trust bound ``max_coord_step = 0.01`` on the total step. Duda's
     test-function settings are :data:`DUDA_SUBSPACE_OGR`.
 
     Args:
         params: parameters or param groups; the subspace couples all of them, so every hyper-parameter
             must be equal across groups; one dtype and device.
-        lr: ``η`` of the subspace (and diagonal) steps (default 0.3); 0 is legal.
+        lr: ``η`` of the subspace (and diagonal) steps (default 0.1); 0 is legal.
         beta: EMA weight of old statistics (default 0.9; Duda's dsOGR: 0.4, his 0.6 converted).
         gamma: EMA weight of the old momentum (default 0.3; his 0.7 converted).
         div: divides the Newton rate ``1/|λ|`` (default 1.5).
@@ -102,7 +102,7 @@ class SubspaceOGR(HessoptOptimizer):
         outside_scale: the rate of ``outside="sgd"`` as a multiple of ``lr`` (default 1e-3), so that a
             scheduler scales both parts.
         max_step_norm: scale the whole step to Euclidean norm at most this (None: no clip; default).
-        max_coord_step: bound on every coordinate of the total step (default 3e-3; None: no bound).
+        max_coord_step: bound on every coordinate of the total step (default 0.01; None: no bound).
         seed: seed of the generator of the random initial basis (default 0); its state is saved.
         nonfinite: ``"skip"`` (default) or ``"raise"``.
 
@@ -156,7 +156,7 @@ class SubspaceOGR(HessoptOptimizer):
     def __init__(
         self,
         params: Iterable[Any],
-        lr: float = 0.3,
+        lr: float = 0.1,
         *,
         beta: float = 0.9,
         gamma: float = 0.3,
@@ -175,7 +175,7 @@ class SubspaceOGR(HessoptOptimizer):
         mix: float = 0.4,
         outside_scale: float = 1e-3,
         max_step_norm: float | None = None,
-        max_coord_step: float | None = 3e-3,
+        max_coord_step: float | None = 0.01,
         seed: int = 0,
         nonfinite: str = "skip",
     ) -> None:
