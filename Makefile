@@ -35,7 +35,7 @@ lint: setup
 test: setup lint
 	$(BIN)/python -m pytest -q
 
-# The main job, quick versions (about 13 minutes on 2 cores, after the set-up). The full protocols:
+# The main job, quick versions (about 10 minutes on 2 cores, after the set-up). The full protocols:
 #   hessopt bench functions            (200 starts x 2000 steps; resumable, shardable with --shard i/n)
 #   hessopt bench ogr-studies          (5 noise seeds, all lattices)
 #   python benchmarks/step_cost.py
