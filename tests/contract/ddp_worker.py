@@ -64,5 +64,6 @@ def train_rank(rank: int, init_file: str, case_names: list[str], steps: int, out
             # reference, its destructor would hold the GIL while joining gloo threads that need the GIL
             # (pytorch/pytorch#56297) and the process would hang.
             gc.collect()
+        dist.barrier()  # neither process tears the group down while the other still uses it
     finally:
         dist.destroy_process_group()

@@ -63,5 +63,6 @@ def train_rank(rank: int, init_file: str, out_dir: str, kind: str) -> None:
         torch.save(params, Path(out_dir) / f"{kind}-rank{rank}.pt")
         del ddp
         gc.collect()
+        dist.barrier()  # neither process tears the group down while the other still uses it
     finally:
         dist.destroy_process_group()

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 from datetime import timedelta
 
 import torch
@@ -55,5 +56,7 @@ def run_rank(rank: int, init_file: str, out_dir: str) -> None:
     )
     try:
         torch.save(train(make_model(), make_batches(), rank), f"{out_dir}/rank{rank}.pt")
+        gc.collect()  # the DDP reducer goes while the group is alive (pytorch/pytorch#56297)
+        dist.barrier()  # neither process tears the group down while the other still uses it
     finally:
         dist.destroy_process_group()

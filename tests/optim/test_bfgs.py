@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import gc
 
 import pytest
 import torch
@@ -444,6 +445,8 @@ def _ddp_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
         x_final = _ddp_run(X[rows], t[rows], ddp=True)
         if rank == 0:
             torch.save(x_final, out_file)
+        gc.collect()  # the DDP reducer goes while the group is alive (pytorch/pytorch#56297)
+        torch.distributed.barrier()  # neither process tears the group down while the other still uses it
     finally:
         torch.distributed.destroy_process_group()
 
