@@ -13,8 +13,8 @@ function                    what                                        cost
                             w.r.t. its flattened parameters
 ==========================  ==========================================  ===================
 
-Model losses follow the loss function's own reduction (``mean`` for ``torch.nn`` losses by default,
-DESIGN.md: estimators are defined for the mini-batch *mean* loss). Parameters are flattened in the
+Model losses follow the loss function's own reduction (``mean`` for ``torch.nn`` losses by default;
+hessopt's estimators are defined for the mini-batch *mean* loss, docs/architecture.md). Parameters are flattened in the
 order given (default: ``model.named_parameters()`` order of parameters that require grad), by
 :mod:`hessopt.curvature.flat`. Buffers (BatchNorm running statistics) are passed as copies, so the
 extra forward passes never modify the model; a train-mode BatchNorm normalises with batch statistics,
