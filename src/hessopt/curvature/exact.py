@@ -14,8 +14,8 @@ function                    what                                        cost
 ==========================  ==========================================  ===================
 
 Model losses follow the loss function's own reduction (``mean`` for ``torch.nn`` losses by default;
-hessopt's estimators are defined for the mini-batch *mean* loss, docs/architecture.md). Parameters are flattened in the
-order given (default: ``model.named_parameters()`` order of parameters that require grad), by
+hessopt's estimators are defined for the mini-batch *mean* loss, docs/architecture.md). Parameters are
+flattened in the order given (default: ``model.named_parameters()`` order of parameters that require grad), by
 :mod:`hessopt.curvature.flat`. Buffers (BatchNorm running statistics) are passed as copies, so the
 extra forward passes never modify the model; a train-mode BatchNorm normalises with batch statistics,
 and that is the loss whose curvature is returned.
