@@ -142,20 +142,27 @@ def ema_update_statistics(
     return OGRStatistics(theta_mean, g_mean, new_sigma, new_cross, new_gcov)
 
 
-def default_ridge(dtype: torch.dtype) -> tuple[float, float]:
-    """The ridge-floor constants ``(δ_rel, δ_abs) = (sqrt(eps), sqrt(tiny))`` of ``dtype``.
+def default_ridge(
+    dtype: torch.dtype, ridge_rel: float | None = None, ridge_abs: float | None = None
+) -> tuple[float, float]:
+    """The ridge-floor constants ``(δ_rel, δ_abs)``: those given, else ``(sqrt(eps), sqrt(tiny))`` of dtype.
 
     ``sqrt(tiny)`` is positive, far above underflow, and so small that it acts only once every direction
     has stopped moving (float64: 1.5e-154; float32: 1.1e-19).
 
     Args:
         dtype: a floating-point dtype.
+        ridge_rel: ``δ_rel`` chosen by the user, or None for the dtype's default.
+        ridge_abs: ``δ_abs`` chosen by the user, or None for the dtype's default.
 
     Returns:
         ``(δ_rel, δ_abs)``.
     """
     fi = torch.finfo(dtype)
-    return fi.eps**0.5, fi.tiny**0.5
+    return (
+        fi.eps**0.5 if ridge_rel is None else ridge_rel,
+        fi.tiny**0.5 if ridge_abs is None else ridge_abs,
+    )
 
 
 def ridge_floor(sigma: Tensor, *, ridge_rel: float, ridge_abs: float, prior_weight: Scalar = 0.0) -> Tensor:
@@ -596,9 +603,7 @@ class RegressionEstimatorBase:
         self.dtype = torch.get_default_dtype() if dtype is None else dtype
         if not self.dtype.is_floating_point:
             raise TypeError(f"dtype must be a floating-point dtype, got {self.dtype}")
-        rel, abs_ = default_ridge(self.dtype)
-        self.ridge_rel = rel if ridge_rel is None else float(ridge_rel)
-        self.ridge_abs = abs_ if ridge_abs is None else float(ridge_abs)
+        self.ridge_rel, self.ridge_abs = (float(v) for v in default_ridge(self.dtype, ridge_rel, ridge_abs))
         if self.ridge_rel < 0 or self.ridge_abs < 0:
             raise ValueError(f"ridge_rel and ridge_abs must be >= 0, got {ridge_rel!r} and {ridge_abs!r}")
         self.dim, self.sigma0, self.mean_init = dim, float(sigma0), mean_init

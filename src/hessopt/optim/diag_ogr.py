@@ -209,7 +209,7 @@ class DiagOGR(HessoptOptimizer):
                 if "m" not in st:
                     out.append(None)
                     continue
-                rel, abs_ = self._ridge(hp, p.dtype)
+                rel, abs_ = default_ridge(p.dtype, hp["ridge_rel"], hp["ridge_abs"])
                 w = st["prior_weight"]
                 ridge = dogr.dogr_ridge(dogr.moved_mean(st["s"]), w, ridge_rel=rel, ridge_abs=abs_)
                 stat = st["v" if hp["corr1"] else "c"]
@@ -217,14 +217,6 @@ class DiagOGR(HessoptOptimizer):
                     dogr.dogr_curvature(st["s"], stat, w, ridge, h_prior=hp["h_prior"], corr1=hp["corr1"])
                 )
         return out
-
-    @staticmethod
-    def _ridge(hp: dict[str, Any], dtype: torch.dtype) -> tuple[float, float]:
-        rel, abs_ = default_ridge(dtype)
-        return (
-            rel if hp["ridge_rel"] is None else hp["ridge_rel"],
-            abs_ if hp["ridge_abs"] is None else hp["ridge_abs"],
-        )
 
     # ----------------------------------------------------------------- step
     @torch.no_grad()
@@ -305,7 +297,7 @@ class DiagOGR(HessoptOptimizer):
         """Run the update of one group; returns the per-tensor counts of refused coordinates."""
         stat = "v" if hp["corr1"] else "c"
         states = [self._init_state(hp, p, stat) for p in params]
-        rel, abs_ = self._ridge(hp, params[0].dtype)
+        rel, abs_ = default_ridge(params[0].dtype, hp["ridge_rel"], hp["ridge_abs"])
         scalars = {
             "rate_m": 1.0 - hp["gamma"],
             "rate": 1.0 - hp["beta"],

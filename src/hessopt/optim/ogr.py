@@ -210,12 +210,12 @@ class OGR(HessoptOptimizer):
         return {k: st[k] for k in _STAT_KEYS if k in st}
 
     def _hessian(self, hp: dict[str, Any], stats: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        rel, abs_ = default_ridge(stats["sigma"].dtype)
+        rel, abs_ = default_ridge(stats["sigma"].dtype, hp["ridge_rel"], hp["ridge_abs"])
         return ogr_hessian(
             stats,
             h_prior=hp["h_prior"],
-            ridge_rel=rel if hp["ridge_rel"] is None else hp["ridge_rel"],
-            ridge_abs=abs_ if hp["ridge_abs"] is None else hp["ridge_abs"],
+            ridge_rel=rel,
+            ridge_abs=abs_,
         )
 
     @torch.no_grad()

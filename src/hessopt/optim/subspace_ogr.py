@@ -301,18 +301,10 @@ class SubspaceOGR(HessoptOptimizer):
         """
         hp = self.hyperparameters()
         st = self.flat_state()
-        rel, abs_ = self._ridge(hp, st["sigma"].dtype)
+        rel, abs_ = default_ridge(st["sigma"].dtype, hp["ridge_rel"], hp["ridge_abs"])
         ridge = ridge_floor(st["sigma"], ridge_rel=rel, ridge_abs=abs_, prior_weight=st["prior_weight"])
         return symmetric_lstsq_hessian(
             st["sigma"], st["cross"], prior_weight=st["prior_weight"], h_prior=hp["h_prior"], ridge=ridge
-        )
-
-    @staticmethod
-    def _ridge(hp: dict[str, Any], dtype: torch.dtype) -> tuple[float, float]:
-        rel, abs_ = default_ridge(dtype)
-        return (
-            rel if hp["ridge_rel"] is None else hp["ridge_rel"],
-            abs_ if hp["ridge_abs"] is None else hp["ridge_abs"],
         )
 
     # ----------------------------------------------------------------- step
@@ -342,7 +334,7 @@ class SubspaceOGR(HessoptOptimizer):
         if any("m" not in self.state[p] for p in params) and not bool(finite):
             return loss  # state is created from a finite observation only
         st = self._init_state(hp, params)
-        rel, abs_ = self._ridge(hp, params[0].dtype)
+        rel, abs_ = default_ridge(params[0].dtype, hp["ridge_rel"], hp["ridge_abs"])
         scalars = {
             "rate_m": 1.0 - hp["gamma"],
             "rate": 1.0 - hp["beta"],
