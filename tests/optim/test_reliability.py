@@ -325,37 +325,74 @@ _ARGUMENTS = {
 }
 
 
-def fuzz_constructor(cls, kwargs, dtype, steps=4):
-    """Either a clear error naming an argument at construction, or steps that keep parameters finite."""
+def fuzz_constructor(make, kwargs, dtype, steps):
+    """Either a clear error naming an argument at construction, or steps that keep parameters finite.
+
+    ``make(model, x, y, kwargs)`` builds the optimizer and returns a function that takes one step.
+    """
     model = _model(dtype)
     x, y = _data(dtype)
-    kwargs = {"fused": False, **kwargs} if cls is DiagOGR else kwargs
     try:
-        opt = cls(list(model.parameters()), **kwargs)
+        take_step = make(model, x, y, kwargs)
     except (TypeError, ValueError) as err:
         message = str(err)
         assert any(re.search(rf"\b{re.escape(k)}\b", message) for k in kwargs), message
         return
     for _ in range(steps):
         try:
-            opt.step(_closure(model, opt, x, y))
+            take_step()
         except FloatingPointError:
             assert kwargs.get("nonfinite") == "raise"  # documented: results that would not be finite
             break
         assert all(torch.isfinite(p).all() for p in model.parameters()), kwargs
 
 
-@pytest.mark.parametrize("cls", list(_ARGUMENTS), ids=lambda c: c.__name__)
-def test_fuzz_constructor_arguments(cls):
-    @settings(max_examples=60, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+def _with_closure(cls):
+    """Optimizers built on the parameters and stepped with a closure."""
+
+    def make(model, x, y, kwargs):
+        opt = cls(list(model.parameters()), **({"fused": False, **kwargs} if cls is DiagOGR else kwargs))
+        return lambda: opt.step(_closure(model, opt, x, y))
+
+    return make
+
+
+def _with_model(cls):
+    """Optimizers built with (or attached to) the model and its loss module."""
+
+    def make(model, x, y, kwargs):
+        loss_fn = torch.nn.MSELoss()
+        if cls is BlockDiagonalHessianFree:
+            opt = cls(model, loss_fn=loss_fn, **kwargs)
+            return lambda: opt.step(x, y)
+        opt = cls(list(model.parameters()), **kwargs)
+        opt.attach(model, loss_fn)
+
+        def take_step():
+            opt.zero_grad()
+            loss_fn(model(x), y).backward()
+            opt.step()
+
+        return take_step
+
+    return make
+
+
+def _fuzz_test(make, arguments, values, *, max_size, examples, steps):
+    @settings(max_examples=examples, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
     @given(
-        kwargs=st.dictionaries(st.sampled_from(_ARGUMENTS[cls]), _VALUES, max_size=4),
+        kwargs=st.dictionaries(st.sampled_from(arguments), values, max_size=max_size),
         dtype=st.sampled_from([torch.float32, F64]),
     )
     def run(kwargs, dtype):
-        fuzz_constructor(cls, kwargs, dtype)
+        fuzz_constructor(make, kwargs, dtype, steps)
 
     run()
+
+
+@pytest.mark.parametrize("cls", list(_ARGUMENTS), ids=lambda c: c.__name__)
+def test_fuzz_constructor_arguments(cls):
+    _fuzz_test(_with_closure(cls), _ARGUMENTS[cls], _VALUES, max_size=4, examples=60, steps=4)
 
 
 @pytest.mark.parametrize(
@@ -401,43 +438,6 @@ _MODEL_VALUES = st.one_of(
 )
 
 
-def fuzz_model_constructor(cls, kwargs, dtype, steps=3):
-    """As :func:`fuzz_constructor`, for optimizers built with (or attached to) the model and its loss."""
-    model = _model(dtype)
-    x, y = _data(dtype)
-    loss_fn = torch.nn.MSELoss()
-    try:
-        if cls is BlockDiagonalHessianFree:
-            opt = cls(model, loss_fn=loss_fn, **kwargs)
-        else:
-            opt = cls(list(model.parameters()), **kwargs)
-            opt.attach(model, loss_fn)
-    except (TypeError, ValueError) as err:
-        message = str(err)
-        assert any(re.search(rf"\b{re.escape(k)}\b", message) for k in kwargs), message
-        return
-    for _ in range(steps):
-        try:
-            if cls is BlockDiagonalHessianFree:
-                opt.step(x, y)
-            else:
-                opt.zero_grad()
-                loss_fn(model(x), y).backward()
-                opt.step()
-        except FloatingPointError:
-            assert kwargs.get("nonfinite") == "raise"
-            break
-        assert all(torch.isfinite(p).all() for p in model.parameters()), kwargs
-
-
 @pytest.mark.parametrize("cls", list(_MODEL_ARGUMENTS), ids=lambda c: c.__name__)
 def test_fuzz_constructor_arguments_of_model_optimizers(cls):
-    @settings(max_examples=80, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-    @given(
-        kwargs=st.dictionaries(st.sampled_from(_MODEL_ARGUMENTS[cls]), _MODEL_VALUES, max_size=3),
-        dtype=st.sampled_from([torch.float32, F64]),
-    )
-    def run(kwargs, dtype):
-        fuzz_model_constructor(cls, kwargs, dtype)
-
-    run()
+    _fuzz_test(_with_model(cls), _MODEL_ARGUMENTS[cls], _MODEL_VALUES, max_size=3, examples=80, steps=3)
