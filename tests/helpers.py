@@ -1,11 +1,16 @@
-"""Helpers shared by the test modules: processes seen through /proc, waiting, a tiny NN suite."""
+"""Helpers shared by the test modules: processes seen through /proc, waiting, a tiny NN suite, DDP groups."""
 
 from __future__ import annotations
 
+import gc
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
+
+import torch.distributed as dist
 
 from hessopt.bench.nn.suites import NNSuite
 from hessopt.problems.registry import Budget
@@ -70,3 +75,21 @@ def tiny_suite(
         evaluations=evaluations,
         **fields,
     )
+
+
+@contextmanager
+def gloo_group(rank: int, world_size: int, init_file: str, timeout: timedelta) -> Iterator[None]:
+    """A gloo process group for one rank of a DDP test; on success every rank meets before it is destroyed.
+
+    Garbage is collected first, so that no DDP reducer outlives the group (pytorch/pytorch#56297), and the
+    barrier keeps a rank from tearing the group down while another still uses it.
+    """
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size, timeout=timeout
+    )
+    try:
+        yield
+        gc.collect()
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()

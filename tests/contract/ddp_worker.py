@@ -14,8 +14,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
+
+from helpers import gloo_group
 
 from .cases import CASES
 from .harness import make_data, make_mlp
@@ -47,14 +48,7 @@ def _train_case(case, X: torch.Tensor, Y: torch.Tensor, steps: int) -> list[torc
 def train_rank(rank: int, init_file: str, case_names: list[str], steps: int, out_dir: str) -> None:
     """Run ``steps`` steps of every named case under DDP; save each rank's final parameters."""
     torch.set_num_threads(1)  # a forked child must not use the parent's OpenMP thread pool
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=WORLD_SIZE,
-        timeout=COLLECTIVE_TIMEOUT,
-    )
-    try:
+    with gloo_group(rank, WORLD_SIZE, init_file, COLLECTIVE_TIMEOUT):
         X, Y = rank_batch(rank)
         by_name = {c.name: c for c in CASES}
         for i, name in enumerate(case_names):
@@ -64,6 +58,3 @@ def train_rank(rank: int, init_file: str, case_names: list[str], steps: int, out
             # reference, its destructor would hold the GIL while joining gloo threads that need the GIL
             # (pytorch/pytorch#56297) and the process would hang.
             gc.collect()
-        dist.barrier()  # neither process tears the group down while the other still uses it
-    finally:
-        dist.destroy_process_group()

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import gc
 from datetime import timedelta
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from helpers import gloo_group
 
 WORLD_SIZE = 2
 STEPS = 4
@@ -47,14 +47,7 @@ def train_rank(rank: int, init_file: str, out_dir: str, kind: str) -> None:
 
     make = AdaHesScale if kind == "hesscale" else AdaHesScaleGN
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=WORLD_SIZE,
-        timeout=timedelta(seconds=30),
-    )
-    try:
+    with gloo_group(rank, WORLD_SIZE, init_file, timedelta(seconds=30)):
         model, x, y = make_problem()
         half = x.shape[0] // WORLD_SIZE
         ddp = DistributedDataParallel(model)
@@ -62,7 +55,3 @@ def train_rank(rank: int, init_file: str, out_dir: str, kind: str) -> None:
                        lambda ps: make(ps, lr=0.05))  # fmt: skip
         torch.save(params, Path(out_dir) / f"{kind}-rank{rank}.pt")
         del ddp
-        gc.collect()
-        dist.barrier()  # neither process tears the group down while the other still uses it
-    finally:
-        dist.destroy_process_group()

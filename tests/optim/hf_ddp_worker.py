@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-import gc
 from datetime import timedelta
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from helpers import gloo_group
 from hessopt.optim.hessian_free import BlockDiagonalHessianFree
 
 WORLD_SIZE = 2
@@ -47,16 +46,5 @@ def train(model: nn.Module, batches, rank: int | None = None) -> list[torch.Tens
 def run_rank(rank: int, init_file: str, out_dir: str) -> None:
     """Train on this rank's half of every batch under DDP; save the parameters."""
     torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=WORLD_SIZE,
-        timeout=timedelta(seconds=30),
-    )
-    try:
+    with gloo_group(rank, WORLD_SIZE, init_file, timedelta(seconds=30)):
         torch.save(train(make_model(), make_batches(), rank), f"{out_dir}/rank{rank}.pt")
-        gc.collect()  # the DDP reducer goes while the group is alive (pytorch/pytorch#56297)
-        dist.barrier()  # neither process tears the group down while the other still uses it
-    finally:
-        dist.destroy_process_group()

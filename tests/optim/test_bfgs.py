@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import copy
 import datetime
-import gc
 
 import pytest
 import torch
 
+from helpers import gloo_group
 from hessopt.curvature.quasi_newton import secant_residual
 from hessopt.optim.bfgs import BFGS
 
@@ -432,23 +432,12 @@ def test_cuda_memory_refusal_and_float32() -> None:
 
 
 def _ddp_worker(rank: int, world: int, init_file: str, out_file: str) -> None:
-    torch.distributed.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=world,
-        timeout=datetime.timedelta(seconds=60),
-    )
-    try:
+    with gloo_group(rank, world, init_file, datetime.timedelta(seconds=60)):
         X, t = _ddp_data()
         rows = slice(rank * 4, (rank + 1) * 4)
         x_final = _ddp_run(X[rows], t[rows], ddp=True)
         if rank == 0:
             torch.save(x_final, out_file)
-        gc.collect()  # the DDP reducer goes while the group is alive (pytorch/pytorch#56297)
-        torch.distributed.barrier()  # neither process tears the group down while the other still uses it
-    finally:
-        torch.distributed.destroy_process_group()
 
 
 def _ddp_data() -> tuple[torch.Tensor, torch.Tensor]:
