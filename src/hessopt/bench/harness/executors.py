@@ -22,6 +22,9 @@ __all__ = ["EXECUTORS", "RayExecutor"]
 EXECUTORS = ("local", "ray")
 """``"local"``: a process pool of ``--workers`` processes on this machine; ``"ray"``: Ray tasks."""
 
+WORKER_RETRIES = 2
+"""Ray re-runs a task this many times when its worker process dies (never for a run that raises)."""
+
 
 def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """Run one task in a Ray worker with one intra-op thread (as the local pool's workers do)."""
@@ -44,8 +47,10 @@ class RayExecutor(concurrent.futures.Executor):
 
     On a cluster the ``hessopt`` package of the driver is shipped to the workers (Ray's ``py_modules``
     runtime environment), so only torch (and the data sets the suite needs) must be installed there. Each
-    task asks for one CPU and never retries (a failed run is stored as ``failed`` and re-run by the next
-    invocation, as with the local pool).
+    task asks for one CPU. A run that raises is stored as ``failed`` and re-run by the next invocation, as
+    with the local pool; a task whose worker process dies (a node lost, or a worker still being killed
+    after an interrupted suite on the same Ray instance) is retried by Ray up to :data:`WORKER_RETRIES`
+    times: runs are deterministic and only the driver writes the store, so a retry cannot duplicate one.
     """
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None) -> None:
@@ -66,7 +71,7 @@ class RayExecutor(concurrent.futures.Executor):
             else:
                 options["runtime_env"] = {"py_modules": [hessopt]}
             ray.init(address=address, **options)
-        self._remote = ray.remote(num_cpus=1, max_retries=0)(_call)
+        self._remote = ray.remote(num_cpus=1, max_retries=WORKER_RETRIES)(_call)
         self._pending: set[Any] = set()
         self._lock = threading.Lock()
 
